@@ -1,0 +1,1 @@
+"""sparsecam export: checkpoint -> ONNX with in-graph pre/post-processing."""

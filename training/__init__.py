@@ -1,0 +1,1 @@
+"""sparsecam training: a U-Net learned with low-rank + sparse proximal losses (owns torch)."""

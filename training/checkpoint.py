@@ -1,0 +1,52 @@
+"""Checkpoints: written atomically, loaded without pickle (``torch.load(weights_only=True)``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stream.errors import UserError
+from training.model import ModelConfig, UNet
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint; a missing, corrupt or foreign file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise UserError(f"checkpoint {path} is corrupt or not a sparsecam checkpoint ({type(exc).__name__}); retrain or pick another file") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise UserError(f"{path} is not a sparsecam checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> UNet:
+    """Rebuild the network (eval mode) from a loaded checkpoint."""
+    cfg = ModelConfig(**state["config"])
+    model = UNet(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model

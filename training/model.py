@@ -1,0 +1,130 @@
+"""The foreground network f: a small U-Net mapping frames D to their sparse part S = f(D).
+
+Two input modes:
+
+* ``frame`` (the paper's): the net sees only the frame.
+* ``background`` (beyond the paper, the default): the net also sees a background reference B,
+  the temporal median of the training footage, stored in the model as a buffer. Its output is
+  gated, ``S = (D - B) * sigmoid(g(D, B))``: the net decides *where* the frame departs from the
+  scene's background, the magnitude comes from the data.
+
+The foreground score of a pixel is ``max_c |S_c|`` and the mask is ``score > threshold``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INPUT_MODES = ("frame", "background")
+NORMS = ("batch", "group", "none")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and input conventions, stored in every checkpoint."""
+
+    channels: int = 3  # 3 = BGR colour, 1 = gray
+    width: int = 8  # channels of the first level; doubled at each level down
+    depth: int = 3  # number of 2x down-samplings
+    norm: str = "batch"
+    input_mode: str = "background"
+    height: int = 120  # native resolution: frames are resized to it (in the ONNX graph too)
+    width_px: int = 160
+
+    def __post_init__(self) -> None:
+        if self.input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.depth < 1 or self.width < 1:
+            raise ValueError("depth and width must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _norm(kind: str, ch: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(ch)
+    if kind == "group":
+        return nn.GroupNorm(min(4, ch), ch)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions, each followed by normalisation and ReLU."""
+
+    def __init__(self, cin: int, cout: int, norm: str) -> None:
+        bias = norm == "none"
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=bias),
+            _norm(norm, cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=bias),
+            _norm(norm, cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """U-Net returning S with the frame's channels; inputs are floats in [0, 1], NCHW."""
+
+    def __init__(self, cfg: ModelConfig, background: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.channels
+        cin = 2 * c if cfg.input_mode == "background" else c
+        widths = [cfg.width * 2**i for i in range(cfg.depth + 1)]
+        self.down = nn.ModuleList()
+        prev = cin
+        for w in widths:
+            self.down.append(ConvBlock(prev, w, cfg.norm))
+            prev = w
+        self.up = nn.ModuleList()
+        for w_skip, w_low in zip(reversed(widths[:-1]), reversed(widths[1:])):
+            self.up.append(ConvBlock(w_low + w_skip, w_skip, cfg.norm))
+        out_ch = 1 if cfg.input_mode == "background" else c
+        self.head = nn.Conv2d(widths[0], out_ch, 1)
+        if cfg.input_mode == "background":
+            if background is None:
+                background = torch.zeros(1, c, cfg.height, cfg.width_px)
+            self.register_buffer("background", background.reshape(1, c, cfg.height, cfg.width_px).float())
+            nn.init.constant_(self.head.bias, -2.0)  # start mostly "background"
+        else:
+            self.background = None
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+        """S = f(D). ``background`` overrides the stored one (e.g. a crop of it, same window)."""
+        if self.cfg.input_mode == "frame":
+            return self._features(x)
+        bg = self.background if background is None else background
+        bg = bg.expand(x.shape[0], -1, -1, -1)
+        gate = torch.sigmoid(self._features(torch.cat([x, bg], dim=1)))
+        return (x - bg) * gate
+
+
+def foreground_score(s: torch.Tensor) -> torch.Tensor:
+    """Per-pixel foreground score max_c |S_c|, shape (N, H, W)."""
+    return s.abs().amax(dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

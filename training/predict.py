@@ -1,0 +1,62 @@
+"""Run a trained model on frames, from a `.pt` checkpoint (torch) or an `.onnx` file (onnxruntime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from stream.errors import UserError
+
+
+class Predictor(Protocol):
+    threshold: float
+    name: str
+
+    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N,H,W,3) BGR -> (score float32 (N,H,W), mask bool (N,H,W))."""
+        ...
+
+
+class TorchPredictor:
+    def __init__(self, path: Path) -> None:
+        import torch
+
+        from training.checkpoint import load_checkpoint, model_from_checkpoint
+        from training.wrapper import FramesToMask
+
+        state = load_checkpoint(path)
+        if state.get("threshold") is None:
+            raise UserError(f"{path} is an unfinished training checkpoint (no threshold yet); use the run's model.pt")
+        self.threshold = float(state["threshold"])
+        self.name = str(path)
+        self._torch = torch
+        self.module = FramesToMask(model_from_checkpoint(state), self.threshold)
+
+    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._torch.no_grad():
+            mask, score = self.module(self._torch.from_numpy(np.ascontiguousarray(frames)))
+        return score.numpy(), mask.numpy() > 0
+
+
+class OnnxPredictor:
+    def __init__(self, path: Path) -> None:
+        from stream.engine import Engine
+
+        self.engine = Engine(path)
+        self.threshold = self.engine.info.threshold
+        self.name = str(path)
+
+    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask, score = self.engine.run(frames, with_score=True)
+        return score, mask > 0
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model {path} does not exist")
+    if path.suffix == ".onnx":
+        return OnnxPredictor(path)
+    return TorchPredictor(path)

@@ -1,0 +1,365 @@
+"""`sparsecam train`: learn a foreground model from unlabeled footage of one fixed camera.
+
+Loss over a batch of N frames of one scene, all cropped at the same window (the low-rank
+prior holds for any common window, and crops are cheaper):
+``||D - f(D)||_* + lambda * ||f(D)||_1``, with the gradients of both norms given by their
+proximal mappings (training/prox.py). Phase 1 uses Adam; an optional phase 2 uses plain SGD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stream.errors import UserError
+from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from training.data import Footage, load_footage
+from training.model import INPUT_MODES, NORMS, ModelConfig, UNet, count_parameters, foreground_score
+from training.prox import low_rank_sparse_loss
+from training.threshold import choose_threshold
+
+log = logging.getLogger("sparsecam.train")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; a run directory holds exactly one."""
+
+    footage: list[str]
+    width_px: int = 160
+    height: int = 0  # 0 = keep the footage's aspect ratio
+    gray: bool = False
+    frame_range: tuple[int, int] | None = None
+    max_frames: int | None = 2000
+    stride: int = 1
+    batch: int = 24
+    crop: int = 64  # square crop side; 0 = whole frame
+    steps: int = 300
+    prox_steps: int = 0
+    lr: float = 3e-3
+    prox_lr: float = 1e-3
+    lam: float | None = None  # None = 1/sqrt(max(N, P))
+    width: int = 8
+    depth: int = 3
+    norm: str = "batch"
+    input_mode: str = "background"
+    seed: int = 0
+    checkpoint_every: int = 50
+    device: str = "auto"
+    threshold: float | None = None  # None = chosen from the footage (training/threshold.py)
+
+    def identity(self) -> str:
+        """Hash of the settings that make two runs different (not steps, device or schedule)."""
+        keys = {k: v for k, v in self.__dict__.items() if k not in ("steps", "prox_steps", "checkpoint_every", "device", "threshold")}
+        return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class History:
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    nuclear: list[float] = field(default_factory=list)
+    sparse: list[float] = field(default_factory=list)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for a GPU but torch sees none (CPU build or no driver); use --device cpu")
+    return torch.device(name)
+
+
+def model_size(footage: Footage, cfg: TrainConfig) -> tuple[int, int]:
+    """(width, height) of the model: cfg.width_px wide, aspect kept, multiples of 2**depth."""
+    _, h, w, _ = footage.frames.shape
+    mult = 2**cfg.depth
+    width = max(mult, int(round(cfg.width_px / mult)) * mult)
+    height = cfg.height or int(round(width * h / w / mult)) * mult
+    return width, max(mult, height)
+
+
+def to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (N,H,W,C) -> float (N,C,H,W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def temporal_median(frames: np.ndarray, max_frames: int = 200) -> np.ndarray:
+    """Background reference: per-pixel median of up to ``max_frames`` evenly spaced frames."""
+    idx = np.linspace(0, len(frames) - 1, min(len(frames), max_frames)).round().astype(int)
+    return np.median(frames[idx], axis=0).astype(np.uint8)
+
+
+class Trainer:
+    """Holds the model, optimiser and data of one run; ``run()`` trains with checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> None:
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.device = pick_device(cfg.device)
+        self.ckpt_path = self.out / "checkpoint.pt"
+        self._check_run_dir(resume)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        probe = load_footage(cfg.footage[:1], gray=cfg.gray, max_frames=1, progress=False)
+        width, height = model_size(probe, cfg)
+        self.footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
+        self.frames = self.footage.frames
+        self.background = temporal_median(self.frames)
+        mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode, height=height, width_px=width)
+        bg = to_tensor(self.background[None], torch.device("cpu"))
+        self.model = UNet(mcfg, bg).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=max(cfg.steps, 1), pct_start=0.15)
+        self.sgd = torch.optim.SGD(self.model.parameters(), lr=cfg.prox_lr)
+        self.step = 0
+        self.history = History()
+        self.started = time.time()
+        self.train_seconds = 0.0
+        if resume and self.ckpt_path.exists():
+            self._load(load_checkpoint(self.ckpt_path))
+
+    # -- run directory -------------------------------------------------------------------
+    def _check_run_dir(self, resume: bool) -> None:
+        meta = self.out / "run.json"
+        if meta.exists():
+            try:
+                old = json.loads(meta.read_text())
+            except (OSError, json.JSONDecodeError):
+                raise UserError(f"{meta} is unreadable; pick another --out") from None
+            if old.get("identity") != self.cfg.identity():
+                raise UserError(f"{self.out} already holds a different run (other footage or settings); pick another --out")
+            if not resume:
+                raise UserError(f"{self.out} already holds this run; add --resume to continue it or pick another --out")
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise UserError(f"{self.out} is not empty and holds no sparsecam run; pick another --out")
+        elif resume:
+            log.info("nothing to resume in %s: starting a new run", self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps({"identity": self.cfg.identity(), "config": self.cfg.__dict__}, indent=1, default=str))
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state(self, threshold: float | None = None) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "config": self.model.cfg.to_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "sgd": self.sgd.state_dict(),
+            "step": self.step,
+            "history": self.history.__dict__,
+            "train_seconds": self.train_seconds,
+            "threshold": threshold,
+            "footage": [str(p) for p in self.cfg.footage],
+            "frames_used": int(len(self.frames)),
+            "train_config": json.dumps(self.cfg.__dict__, default=str),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.sgd.load_state_dict(state["sgd"])
+        self.step = int(state["step"])
+        self.history = History(**state["history"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed %s at step %d", self.ckpt_path, self.step)
+
+    def save(self, threshold: float | None = None) -> None:
+        save_checkpoint(self.ckpt_path, self.state(threshold))
+
+    # -- training ------------------------------------------------------------------------
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """N frames of the scene and the background, all cropped at one random window."""
+        n_total, h, w, _ = self.frames.shape
+        n = self.cfg.batch
+        idx = self.rng.choice(n_total, size=n, replace=n_total < n)
+        ch = min(self.cfg.crop or h, h)
+        cw = min(self.cfg.crop or w, w)
+        y = int(self.rng.integers(0, h - ch + 1))
+        x = int(self.rng.integers(0, w - cw + 1))
+        d = to_tensor(self.frames[idx, y : y + ch, x : x + cw], self.device)
+        bg = to_tensor(self.background[None, y : y + ch, x : x + cw], self.device)
+        return d, bg
+
+    def train_step(self, opt: torch.optim.Optimizer) -> tuple[float, float, float]:
+        self.model.train()
+        d, bg = self.sample()
+        s = self.model(d, bg)
+        loss, nuc, sp = low_rank_sparse_loss(d, s, self.cfg.lam)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss), float(nuc), float(sp)
+
+    def run(self) -> bool:
+        """Train to the configured number of steps; returns False if interrupted (checkpoint saved)."""
+        total = self.cfg.steps + self.cfg.prox_steps
+        interrupted = False
+        t0 = time.time()
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=not self.progress, dynamic_ncols=True)
+        try:
+            while self.step < total:
+                adam = self.step < self.cfg.steps
+                loss, nuc, sp = self.train_step(self.opt if adam else self.sgd)
+                if adam:
+                    self.sched.step()
+                self.step += 1
+                h = self.history
+                h.step.append(self.step), h.loss.append(loss), h.nuclear.append(nuc), h.sparse.append(sp)
+                bar.set_postfix(loss=f"{loss:.3g}", nuc=f"{nuc:.3g}", l1=f"{sp:.3g}", phase="adam" if adam else "prox-sgd")
+                bar.update(1)
+                if not math.isfinite(loss):
+                    raise UserError(f"the loss diverged at step {self.step}; lower --lr (now {self.cfg.lr})")
+                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 and self.step < total:
+                    self.train_seconds += time.time() - t0
+                    t0 = time.time()
+                    self.save()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+            self.train_seconds += time.time() - t0
+        if interrupted:
+            self.save()
+            return False
+        return True
+
+    @torch.no_grad()
+    def scores(self, frames: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Foreground scores and S for frames at model size: (N,H,W) and (N,H,W,C)."""
+        self.model.eval()
+        out_scores, out_s = [], []
+        for i in range(0, len(frames), batch):
+            s = self.model(to_tensor(frames[i : i + batch], self.device))
+            out_scores.append(foreground_score(s).cpu().numpy())
+            out_s.append(s.permute(0, 2, 3, 1).cpu().numpy())
+        return np.concatenate(out_scores), np.concatenate(out_s)
+
+
+def finish_run(tr: Trainer) -> dict[str, Any]:
+    """Choose the threshold, write model.pt, plots and summary.json."""
+    from training.plots import save_loss_curve, save_montage
+
+    idx = np.linspace(0, len(tr.frames) - 1, min(len(tr.frames), 200)).round().astype(int)
+    scores, s = tr.scores(tr.frames[idx])
+    threshold = tr.cfg.threshold if tr.cfg.threshold is not None else choose_threshold(scores, tr.frames[idx], tr.background)
+    tr.save(threshold)
+    state = tr.state(threshold)
+    for key in ("opt", "sched", "sgd"):
+        state.pop(key)
+    save_checkpoint(tr.out / "model.pt", state)
+    save_loss_curve(tr.history, tr.out / "loss.png")
+    pick = idx[np.linspace(0, len(idx) - 1, 4).round().astype(int)]
+    pick_pos = [int(np.where(idx == p)[0][0]) for p in pick]
+    save_montage(tr.frames[pick], s[pick_pos], scores[pick_pos] > threshold, tr.out / "montage.png")
+    summary = {
+        "footage": [str(p) for p in tr.cfg.footage],
+        "frames_used": int(len(tr.frames)),
+        "model_size": [tr.model.cfg.width_px, tr.model.cfg.height],
+        "channels": tr.model.cfg.channels,
+        "input_mode": tr.model.cfg.input_mode,
+        "parameters": count_parameters(tr.model),
+        "steps": tr.step,
+        "train_seconds": round(tr.train_seconds, 2),
+        "device": str(tr.device),
+        "threshold": threshold,
+        "final_loss": tr.history.loss[-1] if tr.history.loss else None,
+        "fg_ratio_train": float((scores > threshold).mean()),
+        "config": tr.cfg.__dict__,
+    }
+    (tr.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any] | None:
+    """Train (or resume) a run; returns the summary, or None when interrupted."""
+    tr = Trainer(cfg, out, resume=resume, progress=progress)
+    if not tr.run():
+        return None
+    return finish_run(tr)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 160x120, got {text!r}") from None
+    return w, h
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"range must look like 1-469, got {text!r}") from None
+    return a, b
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig(footage=[])
+    p = argparse.ArgumentParser(prog="sparsecam train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("footage", nargs="+", help="video files, image folders, CDnet folders, recordings, or 'synthetic[:frames=N,seed=S]'")
+    p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, plots, summary.json)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--size", type=parse_size, help="model resolution WxH (default: 160 wide, aspect kept)")
+    p.add_argument("--gray", action="store_true", help="train on gray frames instead of colour")
+    p.add_argument("--frames", type=parse_range, dest="frame_range", help="use only frames A-B (1-based, inclusive)")
+    p.add_argument("--max-frames", type=int, default=d.max_frames)
+    p.add_argument("--stride", type=int, default=d.stride, help="use every k-th frame")
+    p.add_argument("--steps", type=int, default=d.steps, help="Adam steps")
+    p.add_argument("--prox-steps", type=int, default=d.prox_steps, help="extra plain-SGD steps (proximal phase)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--prox-lr", type=float, default=d.prox_lr)
+    p.add_argument("--batch", type=int, default=d.batch, help="frames per low-rank batch (N)")
+    p.add_argument("--crop", type=int, default=d.crop, help="square crop side shared by the batch; 0 = whole frame")
+    p.add_argument("--lambda", type=float, dest="lam", help="sparsity weight (default 1/sqrt(max(N, P)))")
+    p.add_argument("--width", type=int, default=d.width, help="U-Net width of the first level")
+    p.add_argument("--depth", type=int, default=d.depth, help="U-Net down-samplings")
+    p.add_argument("--norm", choices=NORMS, default=d.norm)
+    p.add_argument("--input-mode", choices=INPUT_MODES, default=d.input_mode)
+    p.add_argument("--threshold", type=float, help="mask threshold on the score (default: chosen from the footage)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda[:k]")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    w, h = a.size if a.size else (TrainConfig.width_px, 0)
+    return TrainConfig(
+        footage=[str(f) for f in a.footage], width_px=w, height=h, gray=a.gray, frame_range=a.frame_range,
+        max_frames=a.max_frames, stride=a.stride, batch=a.batch, crop=a.crop, steps=a.steps, prox_steps=a.prox_steps,
+        lr=a.lr, prox_lr=a.prox_lr, lam=a.lam, width=a.width, depth=a.depth, norm=a.norm, input_mode=a.input_mode,
+        seed=a.seed, checkpoint_every=a.checkpoint_every, device=a.device, threshold=a.threshold,
+    )
+
+
+def cli(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    # Ctrl-C and SIGTERM both stop at a step boundary with a checkpoint saved.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    summary = train(cfg, args.out, resume=args.resume)
+    if summary is None:
+        print(f"interrupted: checkpoint saved in {args.out / 'checkpoint.pt'}; continue with --resume")
+        return 130
+    print(f"trained {summary['steps']} steps in {summary['train_seconds']:.1f} s on {summary['device']}; "
+          f"threshold {summary['threshold']:.4f}; model {args.out / 'model.pt'}")
+    print(f"plots: {args.out / 'loss.png'}, {args.out / 'montage.png'}; summary: {args.out / 'summary.json'}")
+    return 0
