@@ -205,7 +205,7 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss), float(nuc), float(sp)
+        return float(loss.detach()), float(nuc), float(sp)
 
     def run(self) -> bool:
         """Train to the configured number of steps; returns False if interrupted (checkpoint saved)."""

@@ -1,0 +1,182 @@
+"""`sparsecam eval` and the classic baselines, on a synthetic CDnet folder and the real sets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream.errors import UserError
+from stream.synthetic import SceneConfig, write_cdnet_folder
+from training import evaluate as ev
+from training.baselines import CLASSIC_METHODS, run_classic, run_classic_timed
+from training.data import open_labeled_set
+from training.metrics import Confusion, scores
+
+REPO = Path(__file__).resolve().parent.parent
+N_FRAMES = 80
+KEYS = {"set", "method", "frames", "counts", "metrics", "ms_per_frame"}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return write_cdnet_folder(tmp_path_factory.mktemp("eval") / "synth", N_FRAMES,
+                              SceneConfig(width=160, height=120, seed=3), progress=False)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", "eval", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_evaluate_mog2_on_synthetic(synth, tmp_path):
+    res = ev.evaluate(synth, "mog2", overlays=tmp_path / "ov")
+    assert KEYS <= set(res) and res["frames"] == N_FRAMES and res["method"] == "mog2"
+    c = Confusion(**res["counts"])
+    assert c.total == N_FRAMES * 160 * 120  # synthetic GT has no ignored labels
+    assert res["metrics"] == scores(c)
+    assert res["metrics"]["f"] > 0.5, res["metrics"]
+    assert res["ms_per_frame"] > 0
+    pngs = sorted((tmp_path / "ov").glob("*.png"))
+    assert len(pngs) == min(N_FRAMES, ev.MAX_OVERLAYS)
+    img = cv2.imread(str(pngs[-1]))
+    assert img.shape == (120, 320, 3)
+    assert np.array_equal(img[:, :160], open_labeled_set(synth).read_frame(int(pngs[-1].stem)))
+
+
+def test_overlay_colours():
+    frame = np.full((2, 3, 3), 100, np.uint8)
+    gt = np.array([[255, 255, 0], [0, 170, 50]], np.uint8)
+    pred = np.array([[1, 0, 1], [0, 1, 0]], bool)  # tp, fn, fp / tn, ignored, tn
+    out = ev.overlay_image(frame, pred, gt, None)
+    assert np.array_equal(out[:, :3], frame)
+    over = out[:, 3:].astype(int)
+    assert over[0, 0, 1] > 150 and over[0, 0, 0] < 100 and over[0, 0, 2] < 100  # TP green
+    assert over[0, 1, 0] > 150 and over[0, 1, 1] < 100  # FN blue (BGR)
+    assert over[0, 2, 2] > 150 and over[0, 2, 1] < 100  # FP red
+    assert (over[1] == 100).all()  # tn and ignored untouched
+
+
+def test_cli_writes_json_and_prints_f(synth, tmp_path):
+    out = tmp_path / "res" / "mog2.json"
+    proc = run_cli("--set", str(synth), "--method", "mog2-median", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert KEYS <= set(res) and res["method"] == "mog2-median"
+    assert f"{res['metrics']['f']:.4f}" in proc.stdout and "F " in proc.stdout
+    assert 0.0 < res["metrics"]["f"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--set", "/nonexistent/set", "--method", "mog2"], "/nonexistent/set"),
+        (["--method", "wavelets"], "wavelets"),
+        (["--method", "missing_model.onnx"], "missing_model.onnx"),
+        (["--method", "knn", "--threshold", "0.5"], "threshold"),
+    ],
+    ids=["missing-set", "unknown-method", "missing-model", "threshold-on-classic"],
+)
+def test_cli_user_errors_exit_2(synth, args, words):
+    if "--set" not in args:
+        args = ["--set", str(synth), *args]
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_baselines_warm_up_over_all_frames(synth):
+    ls = open_labeled_set(synth)
+    want = [N_FRAMES - 5, N_FRAMES]
+    masks = run_classic("mog2", ls, want)
+    assert sorted(masks) == want
+    sub = cv2.createBackgroundSubtractorMOG2(detectShadows=True)
+    for i in range(1, N_FRAMES + 1):
+        raw = sub.apply(ls.read_frame(i))
+        if i in want:
+            assert np.array_equal(masks[i], raw == 255)
+    # mog2-median is mog2 followed by a 5x5 median filter
+    med = run_classic("mog2-median", ls, want)
+    expect = cv2.medianBlur((masks[N_FRAMES]).astype(np.uint8), 5) > 0
+    assert np.array_equal(med[N_FRAMES], expect)
+    assert med[N_FRAMES].sum() <= masks[N_FRAMES].sum()
+
+
+def test_knn_and_rpca_find_the_objects(synth):
+    ls = open_labeled_set(synth)
+    for method, want in (("knn", list(range(40, N_FRAMES + 1, 10))), ("rpca", [20, 30, 40])):
+        run = run_classic_timed(method, ls, want)  # rpca: one PCP window over frames 1..40
+        assert sorted(run.masks) == want and run.ms_per_frame > 0
+        assert run.frames_processed == want[-1]
+        c = sum(ev.confusion(run.masks[i], ls.read_gt(i)) for i in want)
+        assert scores(c)["f"] > 0.5, (method, scores(c))
+
+
+def test_classic_errors(synth):
+    ls = open_labeled_set(synth)
+    with pytest.raises(UserError, match="unknown classic method"):
+        run_classic("mog3", ls, [1])
+    with pytest.raises(UserError, match="no input frame"):
+        run_classic("mog2", ls, [N_FRAMES + 1])
+    assert set(CLASSIC_METHODS) >= {"mog2", "knn", "mog2-median", "rpca", "subsense", "pawcs"}
+    try:
+        import pybgs  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="pybgs"):
+            run_classic("subsense", ls, [1])
+
+
+class BackgroundDiff:
+    """A stand-in predictor: score = max channel |frame - median of the first frames| / 255."""
+
+    def __init__(self, background: np.ndarray, threshold: float) -> None:
+        self.background = background.astype(np.float32)
+        self.threshold = threshold
+        self.name = "background-diff"
+        self.batches: list[int] = []
+
+    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.batches.append(len(frames))
+        score = (np.abs(frames.astype(np.float32) - self.background).max(-1) / 255).astype(np.float32)
+        return score, score > self.threshold
+
+
+def test_model_method_batches_threshold_and_oracle(synth, tmp_path, monkeypatch):
+    import training.predict
+
+    ls = open_labeled_set(synth)
+    bg = np.median(np.stack([ls.read_frame(i) for i in range(1, 31)]), axis=0)
+    made: list[BackgroundDiff] = []
+
+    def fake_load(path):
+        assert Path(path).name == "model.onnx"
+        made.append(BackgroundDiff(bg, threshold=0.02))
+        return made[-1]
+
+    monkeypatch.setattr(training.predict, "load_predictor", fake_load)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"stand-in")
+    own = ev.evaluate(synth, str(model))
+    assert made[-1].batches == [16] * (N_FRAMES // 16) + ([N_FRAMES % 16] if N_FRAMES % 16 else [])
+    assert own["threshold"] == pytest.approx(0.02)
+    oracle = own["oracle"]
+    assert "upper bound" in oracle["label"] and "ground truth" in oracle["label"]
+    assert oracle["f"] >= own["metrics"]["f"] - 1e-9
+    # scoring at the oracle threshold reproduces the oracle F
+    at_best = ev.evaluate(synth, str(model), threshold=oracle["threshold"])
+    assert at_best["threshold"] == pytest.approx(oracle["threshold"])
+    assert at_best["metrics"]["f"] == pytest.approx(oracle["f"])
+    assert ev.ORACLE_LABEL in ev.format_table(at_best)
+
+
+@pytest.mark.data
+def test_mog2_median_on_jitter_traffic(data_root):
+    res = ev.evaluate(data_root / "cdnet_jitter_traffic", "mog2-median")
+    assert res["frames"] == 101
+    assert 0.3 < res["metrics"]["f"] < 0.8, res["metrics"]

@@ -1,0 +1,453 @@
+"""Footage readers (videos, image folders, CDnet sets, daemon recordings, the synthetic scene).
+
+numpy + cv2 only (no torch). ``load_footage`` turns paths into one (N, H, W, C) uint8 array;
+``open_labeled_set`` indexes a CDnet-style labeled set for evaluation; ``random_window_batch``
+draws training batches that share one crop window (keeping the low-rank prior valid).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from stream.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".ts", ".3gp")
+_SYNTH_KEYS = ("frames", "seed", "size", "jitter", "objects", "noise", "drift")
+
+
+def default_data_root() -> Path:
+    """The evaluation data: $SPARSECAM_DATA, else ``<repo>/../shared/data``."""
+    env = os.environ.get("SPARSECAM_DATA")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parent.parent
+    return repo.parent / "shared" / "data"
+
+
+@dataclass
+class Footage:
+    """Frames of one or more sources, concatenated: (N, H, W, C) uint8, BGR (C=3) or gray (C=1)."""
+
+    frames: np.ndarray
+    sources: list[str]  # one per frame: a file path or "video.avi#123" (1-based frame number)
+    timestamps: np.ndarray | None = None  # unix seconds per frame (daemon recordings only)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+# --------------------------------------------------------------------------- helpers
+def _natural_key(name: str) -> list:
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
+                  key=lambda p: _natural_key(p.name))
+
+
+def _trailing_number(path: Path) -> int | None:
+    m = re.search(r"(\d+)$", path.stem)
+    return int(m.group(1)) if m else None
+
+
+def _imread(path: Path, gray: bool) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
+    if img is None:
+        raise UserError(f"cannot read image {path} (missing, corrupt or not an image); remove or replace it")
+    return img
+
+
+class _Selector:
+    """Which frame numbers (1-based) of a source to keep: frame_range, then stride, then the total cap."""
+
+    def __init__(self, frame_range: tuple[int, int] | None, stride: int, remaining: int | None) -> None:
+        self.first, self.last = frame_range if frame_range else (1, None)
+        self.stride, self.remaining = stride, remaining
+
+    def keep(self, number: int) -> bool:
+        if number < self.first or (self.last is not None and number > self.last):
+            return False
+        return (number - self.first) % self.stride == 0
+
+    def done(self, number: int, kept: int) -> bool:
+        """True once nothing at or after ``number`` can be kept."""
+        return (self.last is not None and number > self.last) or (self.remaining is not None and kept >= self.remaining)
+
+
+# A source yields (frame number, label, loader) lazily; loaders are called only for kept frames.
+_Item = tuple[int, str, Callable[[], np.ndarray]]
+
+
+def _folder_items(folder: Path, gray: bool) -> Iterator[_Item]:
+    files = _list_images(folder)
+    if not files:
+        videos = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS)
+        hint = f" (it holds videos: pass them as paths, e.g. {folder / videos[0]})" if videos else ""
+        raise UserError(f"no images (png/jpg/jpeg/bmp) in folder {folder}{hint}; point at a folder of frames or a video")
+    numbers = [_trailing_number(p) for p in files]
+    # CDnet numbering (NNNNNN in the name) when every file has a distinct number, else the sorted order
+    use_names = None not in numbers and len(set(numbers)) == len(numbers)
+    for pos, path in enumerate(files, 1):
+        yield (numbers[pos - 1] if use_names else pos), str(path), (lambda p=path: _imread(p, gray))
+
+
+def _manifest_items(folder: Path, gray: bool, stamps: list[float]) -> Iterator[_Item]:
+    manifest = folder / "manifest.jsonl"
+    entries: list[tuple[Path, float]] = []
+    with manifest.open() as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                name, t = rec["file"], rec["t"]
+                if not isinstance(name, str) or not isinstance(t, (int, float)) or isinstance(t, bool):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{manifest} line {lineno} is not a JSON object with a string \"file\" and a number "
+                                f"\"t\"; fix or delete that line") from None
+            entries.append((folder / name, float(t)))
+    if not entries:
+        raise UserError(f"{manifest} lists no frames; record some footage first or point at another folder")
+    for number, (path, t) in enumerate(entries, 1):
+        if not path.is_file():
+            log.warning("%s: frame file %s is missing; skipped", manifest, path.name)
+            continue
+
+        def load(p: Path = path, t: float = t) -> np.ndarray:
+            stamps.append(t)
+            return _imread(p, gray)
+
+        yield number, str(path), load
+
+
+def _video_items(path: Path, gray: bool, sel: _Selector) -> Iterator[_Item]:
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise UserError(f"cannot open video {path} (unsupported codec or not a video); convert it, e.g. "
+                        f"ffmpeg -i {path.name} -c:v mjpeg out.avi")
+    try:
+        number, kept = 0, 0
+        while True:
+            number += 1
+            if sel.done(number, kept):
+                return
+            if sel.keep(number):
+                ok, img = cap.read()
+                if not ok or img is None:
+                    break
+                if gray:
+                    img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+                kept += 1
+                yield number, f"{path}#{number}", (lambda im=img: im)
+            elif not cap.grab():
+                break
+        if number == 1:
+            raise UserError(f"cannot read any frame from video {path} (empty or corrupt); check the file")
+    finally:
+        cap.release()
+
+
+def _parse_synthetic(spec: str):
+    from stream.synthetic import SceneConfig, parse_size
+
+    opts: dict[str, str] = {}
+    body = spec.split(":", 1)[1] if ":" in spec else ""
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in _SYNTH_KEYS:
+            raise UserError(f"bad option {part!r} in {spec!r}; use synthetic:key=value,... "
+                            f"with keys {', '.join(_SYNTH_KEYS)}")
+        opts[key] = value
+    try:
+        n = int(opts.get("frames", 300))
+        w, h = parse_size(opts.get("size", "320x240"), what=f"size in {spec!r}")
+        cfg = SceneConfig(width=w, height=h, seed=int(opts.get("seed", 0)), jitter=int(opts.get("jitter", 0)),
+                          n_objects=int(opts.get("objects", 6)), noise_std=float(opts.get("noise", 3.0)),
+                          drift=float(opts.get("drift", 0.08)))
+    except ValueError:
+        raise UserError(f"bad number in {spec!r}; e.g. synthetic:frames=300,seed=0,size=320x240,jitter=0") from None
+    if n < 1:
+        raise UserError(f"{spec!r}: frames must be >= 1")
+    return cfg, n
+
+
+def _synthetic_items(spec: str, gray: bool) -> Iterator[_Item]:
+    from stream.synthetic import SyntheticScene
+
+    cfg, n = _parse_synthetic(spec)
+    scene = SyntheticScene(cfg)
+
+    def load(t: int) -> np.ndarray:
+        img = scene.frame(t)[0]
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if gray else img
+
+    for number in range(1, n + 1):
+        yield number, f"synthetic#{number}", (lambda t=number - 1: load(t))
+
+
+def _estimate_total(path: str, sel: _Selector) -> int | None:
+    """Rough frame count for the progress bar (None when unknown)."""
+    p = Path(path)
+    try:
+        if p.is_file() and p.suffix.lower() not in IMAGE_EXTS:
+            cap = cv2.VideoCapture(str(p))
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+            cap.release()
+        elif p.is_dir():
+            folder = p / "input" if (p / "input").is_dir() else p
+            n = sum(1 for q in folder.iterdir() if q.suffix.lower() in IMAGE_EXTS)
+        else:
+            return None
+    except OSError:
+        return None
+    if n <= 0:
+        return None
+    last = min(n, sel.last) if sel.last is not None else n
+    total = max(0, math.ceil((last - sel.first + 1) / sel.stride))
+    return min(total, sel.remaining) if sel.remaining is not None else total
+
+
+# --------------------------------------------------------------------------- load_footage
+def load_footage(
+    paths: Sequence[str | Path],
+    size: tuple[int, int] | None = None,
+    gray: bool = False,
+    max_frames: int | None = None,
+    stride: int = 1,
+    frame_range: tuple[int, int] | None = None,
+    min_frames: int = 1,
+    progress: bool = True,
+) -> Footage:
+    """Read frames from videos, image folders, CDnet sets, recordings or ``synthetic[:k=v,...]``.
+
+    ``size`` = (width, height) resizes with INTER_AREA. ``frame_range`` (1-based, inclusive; the
+    NNNNNN in file names for numbered frames, else frame order) and ``stride`` apply to each path;
+    ``max_frames`` caps the total. Frames are selected before decoding and stacking.
+    """
+    from tqdm import tqdm
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise UserError("no footage given; pass a video, an image folder, a CDnet folder or 'synthetic'")
+    if stride < 1:
+        raise UserError(f"stride {stride} must be >= 1")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"max_frames {max_frames} must be >= 1")
+    if frame_range is not None and not (1 <= frame_range[0] <= frame_range[1]):
+        raise UserError(f"frame range {frame_range[0]}..{frame_range[1]} is invalid: "
+                        "use FIRST..LAST with 1 <= FIRST <= LAST")
+    if size is not None and (size[0] <= 0 or size[1] <= 0):
+        raise UserError(f"size {size[0]}x{size[1]} must be positive")
+
+    frames: list[np.ndarray] = []
+    sources: list[str] = []
+    stamps: list[float] = []
+    all_stamped = True
+    first: tuple[str, tuple[int, int]] | None = None  # (source, (w, h)) of the first frame, for size checks
+
+    for raw in paths:
+        text = str(raw)
+        remaining = None if max_frames is None else max_frames - len(frames)
+        if remaining == 0:
+            break
+        sel = _Selector(frame_range, stride, remaining)
+        src_stamps: list[float] = []
+        if text == "synthetic" or text.startswith("synthetic:"):
+            items, label, stamped = _synthetic_items(text, gray), text, False
+        else:
+            p = Path(text).expanduser()
+            label = str(p)
+            if not p.exists():
+                raise UserError(f"{p}: no such file or folder; check the path")
+            if p.is_dir():
+                if (p / "manifest.jsonl").is_file():
+                    items, stamped = _manifest_items(p, gray, src_stamps), True
+                elif (p / "input").is_dir():
+                    items, stamped = _folder_items(p / "input", gray), False
+                else:
+                    items, stamped = _folder_items(p, gray), False
+            elif p.suffix.lower() in IMAGE_EXTS:
+                items, stamped = iter([(1, str(p), lambda p=p: _imread(p, gray))]), False
+            else:
+                items, stamped = _video_items(p, gray, sel), False
+        all_stamped = all_stamped and stamped
+
+        kept = 0
+        bar = tqdm(total=_estimate_total(text, sel), desc=Path(label).name or label, unit="frame",
+                   disable=None if progress else True, leave=False)
+        try:
+            for number, source, load in items:
+                if sel.done(number, kept):
+                    break
+                if not sel.keep(number):
+                    continue
+                img = load()
+                if img.ndim == 2:
+                    img = img[..., None]
+                h, w = img.shape[:2]
+                if size is not None and (w, h) != tuple(size):
+                    img = cv2.resize(img, tuple(size), interpolation=cv2.INTER_AREA)
+                    if img.ndim == 2:
+                        img = img[..., None]
+                elif size is None:
+                    if first is None:
+                        first = (source, (w, h))
+                    elif first[1] != (w, h):
+                        raise UserError(f"frame size differs: {first[0]} is {first[1][0]}x{first[1][1]} but {source} is "
+                                        f"{w}x{h}; pass --size WIDTHxHEIGHT to resize all frames")
+                frames.append(img)
+                sources.append(source)
+                kept += 1
+                bar.update(1)
+        finally:
+            bar.close()
+        stamps.extend(src_stamps)
+        if kept == 0:
+            what = f" in frame range {frame_range[0]}..{frame_range[1]}" if frame_range else ""
+            raise UserError(f"{label}: no frames{what}; check the path and the frame range")
+
+    if len(frames) < min_frames:
+        raise UserError(f"{', '.join(map(str, paths))} gave {len(frames)} frames but at least {min_frames} are needed; "
+                        f"add footage or lower the stride")
+    # stack without holding two full copies: move frames into the output one by one
+    out = np.empty((len(frames),) + frames[0].shape, np.uint8)
+    for i in range(len(frames)):
+        out[i] = frames[i]
+        frames[i] = None  # type: ignore[call-overload]
+    timestamps = np.asarray(stamps, np.float64) if all_stamped and len(stamps) == len(out) else None
+    return Footage(frames=out, sources=sources, timestamps=timestamps)
+
+
+# --------------------------------------------------------------------------- labeled sets
+@dataclass
+class LabeledSet:
+    """A CDnet-style labeled set: input/NNNNNN.*, groundtruth/NNNNNN.png, optional ROI and temporal ROI."""
+
+    name: str
+    root: Path
+    input_paths: dict[int, Path]
+    gt_paths: dict[int, Path]
+    roi: np.ndarray | None  # bool (H, W), True = scored; None = the whole frame
+    temporal_roi: tuple[int, int]  # first, last frame index to score (inclusive)
+    frame_size: tuple[int, int] = field(default=(0, 0))  # (width, height) of the input frames
+
+    @property
+    def eval_indices(self) -> list[int]:
+        """Sorted frame indices inside the temporal ROI that have ground truth."""
+        a, b = self.temporal_roi
+        return sorted(i for i in self.gt_paths if a <= i <= b)
+
+    def read_frame(self, i: int, gray: bool = False) -> np.ndarray:
+        """Input frame ``i``: BGR uint8 (H, W, 3), or (H, W, 1) when ``gray``."""
+        if i not in self.input_paths:
+            raise UserError(f"{self.root}: no input frame {i}; "
+                            f"valid indices are {min(self.input_paths)}..{max(self.input_paths)}")
+        img = _imread(self.input_paths[i], gray)
+        return img[..., None] if img.ndim == 2 else img
+
+    def read_gt(self, i: int) -> np.ndarray:
+        """Ground truth of frame ``i``: uint8 (H, W) with CDnet labels (0, 50, 85, 170, 255)."""
+        if i not in self.gt_paths:
+            raise UserError(f"{self.root}: frame {i} has no ground truth in groundtruth/")
+        gt = cv2.imread(str(self.gt_paths[i]), cv2.IMREAD_UNCHANGED)
+        if gt is None:
+            raise UserError(f"cannot read ground truth {self.gt_paths[i]}; remove or replace it")
+        if gt.ndim == 3:
+            gt = gt[..., 0]
+        if gt.dtype != np.uint8:
+            gt = (gt >> 8).astype(np.uint8) if gt.dtype == np.uint16 else gt.astype(np.uint8)
+        return gt
+
+
+def _index_files(folder: Path, exts: tuple[str, ...]) -> dict[int, Path]:
+    out: dict[int, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in exts:
+            continue
+        n = _trailing_number(p)
+        if n is None:
+            log.warning("%s: no frame number in the file name; ignored", p)
+            continue
+        if n in out:
+            raise UserError(f"{out[n]} and {p} have the same frame number {n}; remove one of them")
+        out[n] = p
+    return out
+
+
+def open_labeled_set(root: Path) -> LabeledSet:
+    """Index a CDnet-style set (input/, groundtruth/, optional ROI.png and temporalROI.txt)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; pass a CDnet-style set (a folder with input/ and groundtruth/)")
+    if not (root / "input").is_dir():
+        raise UserError(f"{root} has no input/ folder; pass a CDnet-style set (input/NNNNNN.jpg, groundtruth/NNNNNN.png)")
+    inputs = _index_files(root / "input", IMAGE_EXTS)
+    if not inputs:
+        raise UserError(f"{root / 'input'} holds no numbered images (NNNNNN.png/jpg); check the set")
+    gts = _index_files(root / "groundtruth", IMAGE_EXTS) if (root / "groundtruth").is_dir() else {}
+    if not gts:
+        raise UserError(f"{root} has no ground truth (groundtruth/NNNNNN.png); a labeled set is needed for scoring")
+    first = _imread(inputs[min(inputs)], gray=True)
+    h, w = first.shape[:2]
+
+    roi = None
+    for name in ("ROI.png", "ROI.bmp"):
+        roi_path = root / name
+        if roi_path.is_file():
+            img = cv2.imread(str(roi_path), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                log.warning("%s: unreadable; scoring the full frame", roi_path)
+            elif img.shape != (h, w):
+                log.warning("%s is %dx%d but the frames are %dx%d; ignoring it and scoring the full frame",
+                            roi_path, img.shape[1], img.shape[0], w, h)
+            else:
+                roi = img > 0
+            break
+
+    troi_path = root / "temporalROI.txt"
+    if troi_path.is_file():
+        try:
+            a, b = (int(v) for v in troi_path.read_text().split()[:2])
+        except ValueError:
+            raise UserError(f"{troi_path} must hold two frame numbers 'FIRST LAST'; fix or delete it") from None
+        temporal_roi = (a, b)
+    else:
+        temporal_roi = (min(gts), max(gts))
+    return LabeledSet(name=root.name, root=root, input_paths=inputs, gt_paths=gts, roi=roi,
+                      temporal_roi=temporal_roi, frame_size=(w, h))
+
+
+# --------------------------------------------------------------------------- batches
+def random_window_batch(frames: np.ndarray, n: int, crop: tuple[int, int] | None,
+                        rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct frames (with replacement only if fewer than ``n`` exist), all cut with ONE window.
+
+    ``crop`` = (h, w) or None for the full frame; returns (n, h, w, C). Sharing the window keeps the
+    stacked batch a low-rank background plus sparse foreground.
+    """
+    N, H, W = frames.shape[:3]
+    if N == 0 or n < 1:
+        raise ValueError(f"need frames and n >= 1 (got {N} frames, n={n})")
+    ch, cw = (H, W) if crop is None else crop
+    if ch > H or cw > W or ch < 1 or cw < 1:
+        raise UserError(f"crop {ch}x{cw} (h x w) does not fit in frames of {H}x{W}; use a smaller --crop")
+    idx = np.sort(rng.choice(N, size=n, replace=N < n))
+    y = int(rng.integers(0, H - ch + 1))
+    x = int(rng.integers(0, W - cw + 1))
+    return frames[idx, y:y + ch, x:x + cw]
