@@ -1,0 +1,124 @@
+"""The daemon's configuration: one YAML file validated with pydantic, SPARSECAM_* overrides.
+
+Every field has a default, so no file at all means: the synthetic camera, the bundled
+model, masks on tcp://127.0.0.1:5556.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stream.errors import UserError
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
+ENV_PREFIX = "SPARSECAM_"
+
+
+def _parse_size(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            w, h = (int(v) for v in value.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"size must look like 320x240, got {value!r}") from None
+        return (w, h)
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CameraConfig(_Strict):
+    id: str = Field("cam0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    source: str = "synthetic"
+    size: tuple[int, int] | None = None  # resize captured frames to WxH
+    fps: float | None = Field(None, gt=0)  # pacing for synthetic/file sources
+    loop: bool = False  # loop a video file or image folder
+    pace: bool = False  # play a file or folder in real time (then frames may be dropped)
+
+    _size = field_validator("size", mode="before")(_parse_size)
+
+
+class ModelSection(_Strict):
+    path: Path | None = None  # None: the bundled model
+    providers: list[str] | None = None  # None: best of TensorRT, CUDA, CPU available
+    intra_op_threads: int = Field(0, ge=0)
+    require_gpu: bool = False
+    batch_cameras: bool = False  # run frames of several cameras in one batch
+
+    def resolved_path(self) -> Path:
+        return self.path if self.path is not None else BUNDLED_MODEL
+
+
+class PublishSection(_Strict):
+    endpoints: list[str] = Field(default_factory=lambda: ["tcp://127.0.0.1:5556"], min_length=1)
+    encoding: Literal["raw", "packbits", "png"] = "packbits"
+    sndhwm: int = Field(4, ge=1)
+    status_interval: float = Field(5.0, gt=0)
+
+
+class DaemonConfig(_Strict):
+    cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig()], min_length=1)
+    model: ModelSection = Field(default_factory=ModelSection)
+    publish: PublishSection = Field(default_factory=PublishSection)
+    status_line: bool = True  # a live line each second on stderr
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, cams: list[CameraConfig]) -> list[CameraConfig]:
+        ids = [c.id for c in cams]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"camera ids must be unique, repeated: {', '.join(dup)}")
+        return cams
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {len(exc.errors())} error(s)"]
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {path}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _env_overrides(data: dict) -> dict:
+    """SPARSECAM_MODEL__PATH=/x.onnx sets model.path ('__' separates levels; YAML values)."""
+    for key, raw in os.environ.items():
+        if not key.startswith(ENV_PREFIX) or key == "SPARSECAM_DATA":
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[path[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: Path | None = None, use_env: bool = True) -> DaemonConfig:
+    """Read and validate; every error (with its field path) in one UserError."""
+    data: dict = {}
+    source = "default configuration"
+    if path is not None:
+        source = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise UserError(f"config file {path} does not exist") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"config file {path} is not readable YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file {path} must hold a mapping at the top level")
+    if use_env:
+        data = _env_overrides(data)
+    try:
+        return DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(format_errors(exc, source)) from None

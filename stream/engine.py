@@ -1,0 +1,128 @@
+"""The onnxruntime session: provider choice, validation, warm-up, and frames -> masks.
+
+onnxruntime-gpu falls back to the CPU silently (it only logs) when the CUDA libraries are
+missing, so the provider actually in use is read back from the session, compared with what
+was asked, and reported; with ``require_gpu`` a CPU fallback refuses to start.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from stream.errors import UserError
+from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, SCORE_OUTPUT, ModelInfo
+
+log = logging.getLogger("sparsecam.engine")
+
+# Best first. Only those that get_available_providers() lists are tried.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider", "OpenVINOExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    asked: list[str]
+    used: str
+    fallback_reason: str | None
+
+
+def choose_providers(requested: list[str] | None) -> tuple[list[str], str | None]:
+    """Providers to ask for, best first, and why any requested one is missing."""
+    available = ort.get_available_providers()
+    if not requested:
+        return [p for p in PREFERRED_PROVIDERS if p in available] or ["CPUExecutionProvider"], None
+    missing = [p for p in requested if p not in available]
+    asked = [p for p in requested if p in available]
+    if "CPUExecutionProvider" not in asked:
+        asked.append("CPUExecutionProvider")
+    reason = f"not available in this onnxruntime build: {', '.join(missing)} (available: {', '.join(available)})" if missing else None
+    return asked, reason
+
+
+def _preload_gpu_libraries(asked: list[str]) -> None:
+    """onnxruntime >= 1.21 can load the CUDA/cuDNN libraries installed with PyTorch or pip."""
+    if any(p in GPU_PROVIDERS for p in asked) and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001 - best effort: the session reports what it got
+            log.warning("onnxruntime.preload_dlls() failed: %s", exc)
+
+
+def load_session(path: Path, providers: list[str] | None = None, intra_op_threads: int = 0, require_gpu: bool = False) -> tuple[ort.InferenceSession, ModelInfo, ProviderChoice]:
+    """Open and validate a sparsecam model; every failure is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model {path} does not exist (export one with `sparsecam export`, or omit it to use the bundled model)")
+    asked, reason = choose_providers(providers)
+    _preload_gpu_libraries(asked)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        opts.intra_op_num_threads = int(intra_op_threads)
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=asked)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for bad files
+        raise UserError(f"model {path} cannot be loaded by onnxruntime: {str(exc).splitlines()[0][:200]}") from None
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(path))
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or inputs[INPUT_NAME].type != "tensor(uint8)":
+        raise UserError(f"model {path} must take a uint8 input named {INPUT_NAME!r}")
+    if MASK_OUTPUT not in outputs:
+        raise UserError(f"model {path} has no output named {MASK_OUTPUT!r}")
+    used = session.get_providers()[0]
+    if used != asked[0]:
+        why = f"{asked[0]} could not be initialised (missing CUDA/cuDNN/TensorRT libraries?)"
+        reason = f"{reason}; {why}" if reason else why
+    if require_gpu and used not in GPU_PROVIDERS:
+        raise UserError(f"a GPU was required but onnxruntime runs {path.name} on {used}" + (f": {reason}" if reason else "") + "; install onnxruntime-gpu with CUDA, or unset require_gpu")
+    return session, info, ProviderChoice(asked=asked, used=used, fallback_reason=reason)
+
+
+class Engine:
+    """A loaded, validated, warmed-up model: ``run(frames) -> masks``."""
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0, require_gpu: bool = False, warmup: bool = True) -> None:
+        self.path = Path(path)
+        self.session, self.info, self.choice = load_session(self.path, providers, intra_op_threads, require_gpu)
+        self.has_score = SCORE_OUTPUT in {o.name for o in self.session.get_outputs()}
+        if self.choice.fallback_reason:
+            log.warning("model %s runs on %s: %s", self.path.name, self.choice.used, self.choice.fallback_reason)
+        log.info("model %s (version %s, %dx%d, %s) on %s", self.path.name, self.info.model_version, self.info.width, self.info.height, "gray" if self.info.channels == 1 else "colour", self.choice.used)
+        if warmup:
+            self.self_test()
+
+    @property
+    def provider(self) -> str:
+        return self.choice.used
+
+    @property
+    def model_version(self) -> str:
+        return self.info.model_version
+
+    def self_test(self, runs: int = 2) -> None:
+        """Warm up on a test frame and check the output's shape and values."""
+        frame = np.full((1, self.info.height, self.info.width, 3), 128, np.uint8)
+        for _ in range(runs):
+            try:
+                mask = self.run(frame)
+            except Exception as exc:  # noqa: BLE001 - a broken graph fails here, not on the first real frame
+                raise UserError(f"model {self.path} fails on a test frame: {str(exc).splitlines()[0][:200]}") from None
+        if mask.shape != frame.shape[:3] or mask.dtype != np.uint8:
+            raise UserError(f"model {self.path} returned a mask of shape {mask.shape} {mask.dtype} for a {frame.shape[1:3]} frame")
+
+    def run(self, frames: np.ndarray, with_score: bool = False):
+        """uint8 BGR (N,H,W,3) or (H,W,3) -> mask uint8 (N,H,W) [and score float32 (N,H,W)]."""
+        single = frames.ndim == 3
+        batch = frames[None] if single else frames
+        names = [MASK_OUTPUT, SCORE_OUTPUT] if with_score else [MASK_OUTPUT]
+        out = self.session.run(names, {INPUT_NAME: np.ascontiguousarray(batch)})
+        if single:
+            out = [o[0] for o in out]
+        return (out[0], out[1]) if with_score else out[0]
