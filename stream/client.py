@@ -1,0 +1,286 @@
+"""ZeroMQ SUB side: the subscriber library and the ``sparsecam subscribe`` command.
+
+Ten lines of Python are enough to consume masks::
+
+    from stream.client import MaskSubscriber
+
+    with MaskSubscriber(["tcp://camera-host:5556"], cameras=["cam1"]) as sub:
+        for msg in sub:                       # msg.mask: uint8 (H, W), 0 or 255
+            print(msg.camera, msg.seq, f"{msg.latency * 1000:.1f} ms")
+
+Bad messages never raise: they are counted in ``stats.rejected`` and skipped. Masks older
+than ``max_age`` seconds (by their capture time; keep hosts NTP-synced) are dropped and
+counted in ``stats.stale``. Sequence gaps (frames the daemon skipped or ZeroMQ dropped
+for this subscriber) are counted per camera in ``stats.gaps_by_camera``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import zmq
+
+from stream.errors import UserError
+from stream.protocol import (
+    MASK_PREFIX,
+    MAX_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    STATUS_PREFIX,
+    MaskMessage,
+    ProtocolError,
+    StatusMessage,
+    decode,
+    mask_topic,
+    status_topic,
+    validate_endpoint,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+_POLL_SLICE = 0.5  # seconds: keep Ctrl+C responsive while waiting forever
+
+
+@dataclass
+class SubscriberStats:
+    received: int = 0  # valid masks returned to the caller
+    rejected: int = 0  # messages that failed validation
+    stale: int = 0  # valid masks older than max_age
+    gaps: int = 0  # missing sequence numbers, all cameras
+    skipped: int = 0  # valid masks superseded by a newer one in latest()
+    status: int = 0  # status messages seen
+    gaps_by_camera: dict[str, int] = field(default_factory=dict)
+
+
+class MaskSubscriber:
+    """A SUB socket connected to every endpoint; yields validated :class:`MaskMessage`."""
+
+    def __init__(
+        self,
+        endpoints: Iterable[str] | str = (DEFAULT_ENDPOINT,),
+        cameras: Iterable[str] | None = None,
+        max_age: float | None = 1.0,
+        rcvhwm: int = 4,
+        include_status: bool = False,
+        context: zmq.Context | None = None,
+    ) -> None:
+        endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not endpoints:
+            raise UserError("no endpoint to subscribe to: give at least one, e.g. tcp://127.0.0.1:5556")
+        for ep in endpoints:
+            validate_endpoint(ep, bind=False)
+        cams = None if cameras is None else list(cameras)
+        try:
+            topics = [MASK_PREFIX] if cams is None else [mask_topic(c) for c in cams]
+            if include_status:
+                topics += [STATUS_PREFIX] if cams is None else [status_topic(c) for c in cams]
+        except ProtocolError as exc:
+            raise UserError(str(exc)) from None
+        self.endpoints = endpoints
+        self.cameras = cams
+        self.max_age = max_age if max_age is not None and max_age > 0 else None
+        self.include_status = include_status
+        self.stats = SubscriberStats()
+        self._last_seq: dict[str, int] = {}
+        self._own_context = context is None
+        self._ctx = context if context is not None else zmq.Context()
+        s = self._ctx.socket(zmq.SUB)
+        self._sock = s
+        self.closed = False
+        try:
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RCVHWM, max(1, int(rcvhwm)))
+            s.setsockopt(zmq.RECONNECT_IVL, 100)
+            s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+            s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+            s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+            # A peer sending a larger frame is disconnected before we buffer it.
+            s.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD_BYTES + MAX_HEADER_BYTES)
+            for t in topics:
+                s.setsockopt(zmq.SUBSCRIBE, t)
+            for ep in endpoints:
+                try:
+                    s.connect(ep)
+                except zmq.ZMQError as exc:
+                    raise UserError(f"cannot connect to endpoint {ep!r}: {exc.strerror}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ receiving
+
+    def _poll(self, timeout: float | None) -> bool:
+        """Wait until a message is queued; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            remaining = _POLL_SLICE if deadline is None else min(_POLL_SLICE, deadline - time.monotonic())
+            if self._sock.poll(max(0, int(remaining * 1000)), zmq.POLLIN):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def _accept(self, parts: list[zmq.Frame]) -> MaskMessage | StatusMessage | None:
+        """Decode and filter one raw message; None when it is rejected, stale or unwanted."""
+        try:
+            msg = decode(parts)
+        except ProtocolError as exc:
+            self.stats.rejected += 1
+            log.debug("rejected message: %s", exc)
+            return None
+        if isinstance(msg, StatusMessage):
+            self.stats.status += 1
+            return msg if self.include_status else None
+        if self.cameras is not None and msg.camera not in self.cameras:
+            return None  # cannot happen with exact topics; guards against prefix subscriptions
+        last = self._last_seq.get(msg.camera)
+        if last is not None and msg.seq > last + 1:
+            missing = msg.seq - last - 1
+            self.stats.gaps += missing
+            self.stats.gaps_by_camera[msg.camera] = self.stats.gaps_by_camera.get(msg.camera, 0) + missing
+        self._last_seq[msg.camera] = msg.seq  # a smaller seq means the publisher restarted
+        if self.max_age is not None and msg.age(msg.t_receive) > self.max_age:
+            self.stats.stale += 1
+            return None
+        return msg
+
+    def _recv_one(self, timeout: float | None) -> MaskMessage | StatusMessage | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                if not self._sock.poll(0, zmq.POLLIN):
+                    return None
+            elif not self._poll(remaining):
+                return None
+            try:
+                parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                continue
+            msg = self._accept(parts)
+            if msg is not None:
+                return msg
+
+    def recv(self, timeout: float | None = None) -> MaskMessage | StatusMessage | None:
+        """The next valid, fresh mask (or status, with include_status); None after ``timeout`` s."""
+        msg = self._recv_one(timeout)
+        if isinstance(msg, MaskMessage):
+            self.stats.received += 1
+        return msg
+
+    def latest(self, timeout: float | None = None) -> MaskMessage | StatusMessage | None:
+        """Wait up to ``timeout`` for a message, then drain the queue and return only the newest."""
+        newest = self._recv_one(timeout)
+        if newest is None:
+            return None
+        while True:
+            msg = self._recv_one(0)
+            if msg is None:
+                break
+            if isinstance(newest, MaskMessage):
+                self.stats.skipped += 1
+            newest = msg
+        if isinstance(newest, MaskMessage):
+            self.stats.received += 1
+        return newest
+
+    def __iter__(self) -> Iterator[MaskMessage | StatusMessage]:
+        while not self.closed:
+            msg = self.recv(None)
+            if msg is not None:
+                yield msg
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._sock.close(linger=0)
+        if self._own_context:
+            self._ctx.term()
+
+    def __enter__(self) -> MaskSubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sparsecam subscribe",
+        description="Print (or save as PNG) the masks a sparsecam daemon publishes.",
+    )
+    p.add_argument("--endpoint", action="append", metavar="E", help=f"ZeroMQ endpoint to connect to, repeatable (default {DEFAULT_ENDPOINT})")
+    p.add_argument("--camera", action="append", metavar="ID", help="only this camera, repeatable (default: all)")
+    p.add_argument("--count", type=int, metavar="N", help="exit 0 after N masks")
+    p.add_argument("--save", type=Path, metavar="DIR", help="save masks as DIR/<camera>/<seq:08d>.png instead of printing")
+    p.add_argument("--timeout", type=float, metavar="S", help="exit 1 when no mask arrives for S seconds (default 10 with --count, else wait forever)")
+    p.add_argument("--max-age", type=float, default=1.0, metavar="S", help="drop masks captured more than S seconds ago (default 1; 0 keeps all)")
+    p.add_argument("--status", action="store_true", help="also print camera online/offline status messages")
+    return p
+
+
+def _save(msg: MaskMessage, root: Path) -> Path:
+    import cv2
+
+    folder = root / msg.camera
+    path = folder / f"{msg.seq:08d}.png"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        ok = cv2.imwrite(str(path), msg.mask)
+    except OSError as exc:
+        raise UserError(f"cannot write masks to {folder}: {exc.strerror}; choose a writable --save folder") from None
+    if not ok:
+        raise UserError(f"cannot write {path}: choose a writable --save folder")
+    return path
+
+
+def cli(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.count is not None and args.count < 1:
+        raise UserError("--count must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError("--timeout must be positive")
+    timeout = args.timeout if args.timeout is not None else (10.0 if args.count else None)
+    endpoints = args.endpoint or [DEFAULT_ENDPOINT]
+    if args.save is not None and args.save.exists() and not args.save.is_dir():
+        raise UserError(f"--save {args.save} exists and is not a folder")
+    got = 0
+    with MaskSubscriber(endpoints, cameras=args.camera, max_age=args.max_age, include_status=args.status) as sub:
+        print(f"subscribed to {', '.join(endpoints)} (cameras: {', '.join(args.camera) if args.camera else 'all'})", file=sys.stderr, flush=True)
+        while args.count is None or got < args.count:
+            msg = sub.recv(timeout)
+            if msg is None:
+                print(
+                    f"sparsecam subscribe: no mask for {timeout:g} s from {', '.join(endpoints)} "
+                    f"(received {got}, rejected {sub.stats.rejected}, stale {sub.stats.stale}); "
+                    "is the daemon running and the endpoint/camera right?",
+                    file=sys.stderr,
+                )
+                return 1
+            if isinstance(msg, StatusMessage):
+                extra = " ".join(f"{k}={v}" for k, v in msg.fields.items())
+                print(f"{msg.camera} status={msg.state} {extra}".rstrip(), flush=True)
+                continue
+            got += 1
+            if args.save is not None:
+                _save(msg, args.save)
+            else:
+                print(
+                    f"{msg.camera} seq={msg.seq} latency={msg.latency * 1000:.1f}ms "
+                    f"fg={msg.fg_ratio:.4f} size={msg.width}x{msg.height} {msg.encoding} {msg.payload_bytes}B",
+                    flush=True,
+                )
+        s = sub.stats
+        print(f"received {s.received} masks (rejected {s.rejected}, stale {s.stale}, gaps {s.gaps})", file=sys.stderr)
+    return 0

@@ -1,0 +1,300 @@
+"""Publisher and subscriber over real ZeroMQ sockets (tcp on 127.0.0.1 and ipc)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from stream.client import MaskSubscriber
+from stream.errors import UserError
+from stream.protocol import ENCODINGS, StatusMessage, encode_mask
+from stream.publisher import MaskPublisher
+
+REPO = Path(__file__).resolve().parent.parent
+ANY_TCP = "tcp://127.0.0.1:*"
+
+
+def _mask(i: int, h: int = 48, w: int = 64) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    cv2.circle(m, (5 + (i * 7) % (w - 10), h // 2), 4 + i % 9, 255, -1)
+    m[i % h, :] = 255  # a line that differs per i: catches any mix-up
+    return m
+
+
+def _sync(pub: MaskPublisher, sub: MaskSubscriber, camera: str = "sync", timeout: float = 5.0) -> None:
+    """Publish until the subscription is live (ZeroMQ's slow joiner), then drain."""
+    deadline = time.monotonic() + timeout
+    seq = 0
+    while time.monotonic() < deadline:
+        pub.publish_mask(camera, seq, _mask(0), time.time(), time.time(), "sync")
+        if sub.recv(0.05) is not None:
+            while sub.recv(0.1) is not None:
+                pass
+            return
+        seq += 1
+    raise AssertionError("subscriber never connected")
+
+
+@pytest.fixture(params=["tcp", "ipc"])
+def endpoint(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return ANY_TCP if request.param == "tcp" else f"ipc://{tmp_path}/masks.sock"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_masks_arrive_in_order_bit_exact(endpoint: str, encoding: str) -> None:
+    with MaskPublisher([endpoint], encoding=encoding) as pub, MaskSubscriber(pub.endpoints, max_age=None) as sub:
+        _sync(pub, sub)
+        base = sub.stats.received
+        for i in range(20):
+            t0 = time.time()
+            sent = pub.publish_mask("cam0", i, _mask(i), t0, t0 + 0.001, "model-7")
+            assert sent > 0
+            msg = sub.recv(2.0)
+            assert msg is not None, f"mask {i} lost"
+            assert (msg.camera, msg.seq, msg.encoding, msg.model_version) == ("cam0", i, encoding, "model-7")
+            np.testing.assert_array_equal(msg.mask, _mask(i))
+            assert msg.t_capture == pytest.approx(t0) and 0 <= msg.latency < 1.0
+            assert msg.fg_ratio == pytest.approx(np.count_nonzero(_mask(i)) / _mask(i).size, abs=1e-6)
+        assert sub.stats.received - base == 20 and sub.stats.rejected == 0 and sub.stats.gaps == 0
+        assert pub.stats.sent >= 20
+
+
+def test_fast_subscriber_loses_nothing_at_a_tiny_hwm() -> None:
+    """libzmq updates the PUB pipe's HWM count lazily; the publisher forces it before each send."""
+    with MaskPublisher([ANY_TCP], sndhwm=2) as pub, MaskSubscriber(pub.endpoints, max_age=None, rcvhwm=2) as sub:
+        _sync(pub, sub)
+        small = _mask(3, 8, 16)
+        lost = 0
+        for i in range(300):
+            pub.publish_mask("cam0", i, small, time.time(), time.time())
+            msg = sub.recv(1.0)
+            lost += msg is None or msg.seq != i
+        assert lost == 0 and sub.stats.gaps == 0
+
+
+def test_camera_filter_is_exact() -> None:
+    with MaskPublisher([ANY_TCP]) as pub, MaskSubscriber(pub.endpoints, cameras=["cam1"], max_age=None, rcvhwm=100) as sub:
+        _sync_cam = 0
+        deadline = time.monotonic() + 5
+        while sub.recv(0.05) is None:  # sync on cam1 itself
+            assert time.monotonic() < deadline
+            pub.publish_mask("cam1", _sync_cam, _mask(0), time.time(), time.time())
+            _sync_cam += 1
+        while sub.recv(0.1) is not None:
+            pass
+        for i in range(5):
+            pub.publish_mask("cam10", i, _mask(i), time.time(), time.time())
+            pub.publish_mask("cam1", 1000 + i, _mask(i), time.time(), time.time())
+        got = []
+        while (msg := sub.recv(0.3)) is not None:
+            got.append((msg.camera, msg.seq))
+        assert got == [("cam1", 1000 + i) for i in range(5)]
+
+
+def test_status_online_and_offline_on_close() -> None:
+    pub = MaskPublisher([ANY_TCP])
+    with MaskSubscriber(pub.endpoints, cameras=["cam1"], include_status=True, max_age=None) as sub:
+        deadline = time.monotonic() + 5
+        msg = None
+        while msg is None:
+            assert time.monotonic() < deadline
+            pub.publish_status("cam1", "online", fps=12.5, model_version="m3")
+            msg = sub.recv(0.05)
+        assert isinstance(msg, StatusMessage) and msg.state == "online" and msg.fields["fps"] == 12.5
+        while sub.recv(0.1) is not None:
+            pass
+        assert pub.maybe_heartbeat(["cam1"], now=100.0) and not pub.maybe_heartbeat(["cam1"], now=101.0)
+        assert pub.maybe_heartbeat(["cam1"], now=106.0)
+        beats = [sub.recv(1.0), sub.recv(1.0)]
+        assert [b.state for b in beats] == ["online", "online"]  # type: ignore[union-attr]
+        pub.publish_mask("cam1", 0, _mask(0), time.time(), time.time())
+        assert sub.recv(1.0).seq == 0  # type: ignore[union-attr]
+        pub.close(reason="test over")  # "offline" for every camera it published
+        off = sub.recv(2.0)
+        assert isinstance(off, StatusMessage) and off.state == "offline" and off.fields == {"reason": "test over"}
+        assert pub.closed
+
+
+def test_latest_returns_newest_and_counts_skipped() -> None:
+    with MaskPublisher([ANY_TCP], sndhwm=100) as pub, MaskSubscriber(pub.endpoints, max_age=None, rcvhwm=100) as sub:
+        _sync(pub, sub)
+        for i in range(1, 6):
+            pub.publish_mask("cam0", i, _mask(i), time.time(), time.time())
+        time.sleep(0.3)
+        msg = sub.latest(1.0)
+        assert msg is not None and msg.seq == 5
+        np.testing.assert_array_equal(msg.mask, _mask(5))
+        assert sub.stats.skipped == 4
+        assert sub.latest(0.1) is None
+
+
+def test_stale_masks_dropped_and_gaps_counted() -> None:
+    with MaskPublisher([ANY_TCP]) as pub, MaskSubscriber(pub.endpoints, max_age=0.5) as sub:
+        _sync(pub, sub)
+        now = time.time()
+        pub.publish_mask("old", 0, _mask(0), now - 5.0, now - 4.9)
+        pub.publish_mask("old", 1, _mask(1), time.time(), time.time())
+        msg = sub.recv(1.0)
+        assert msg is not None and msg.seq == 1 and sub.stats.stale == 1
+        received = []
+        for seq in [0, 1, 2, 5, 6, 10]:
+            pub.publish_mask("gapcam", seq, _mask(seq), time.time(), time.time())
+            got = sub.recv(1.0)
+            assert got is not None
+            received.append(got.seq)
+        assert received == [0, 1, 2, 5, 6, 10]
+        assert sub.stats.gaps_by_camera == {"gapcam": 2 + 3} and sub.stats.gaps == 5
+
+
+def test_garbage_publisher_does_not_crash_subscriber() -> None:
+    ctx = zmq.Context.instance()
+    junk = ctx.socket(zmq.PUB)
+    junk.setsockopt(zmq.LINGER, 0)
+    port = junk.bind_to_random_port("tcp://127.0.0.1")
+    good_header = bytes(encode_mask("cam0", 1, _mask(1), t_capture=time.time(), t_inference_done=time.time())[1])
+    garbage = [
+        [b"mask/cam0/"],
+        [b"mask/cam0/", b"{", b""],
+        [b"mask/cam0/", b"[]", b"x"],
+        [b"mask/cam0/", good_header, zlib.compress(b"\xff" * 10_000_000, 9)],  # bomb
+        [b"mask/cam0/", good_header, b"\0" * 3],
+        [b"mask/cam0/", b"\xff\xfe\xfd", b"x", b"y", b"z"],
+        [b"mask/cam0/", b'{"v":1,"camera":"cam9"}', b""],
+        [b"mask/cam0/x", b"{}", b""],
+    ]
+    try:
+        with MaskPublisher([ANY_TCP]) as pub, MaskSubscriber(
+            [pub.endpoints[0], f"tcp://127.0.0.1:{port}"], max_age=None, rcvhwm=100
+        ) as sub:
+            _sync(pub, sub, camera="cam0")
+            deadline = time.monotonic() + 5
+            while sub.stats.rejected < len(garbage):  # junk subscription may lag the good one
+                assert time.monotonic() < deadline, f"only {sub.stats.rejected} rejected"
+                for parts in garbage:
+                    junk.send_multipart(parts)
+                while sub.recv(0.05) is not None:
+                    pass
+            for i in range(100, 105):
+                junk.send_multipart(garbage[i % len(garbage)])
+                pub.publish_mask("cam0", i, _mask(i), time.time(), time.time())
+                msg = sub.recv(2.0)
+                assert msg is not None and msg.seq == i
+                np.testing.assert_array_equal(msg.mask, _mask(i))
+            assert sub.stats.rejected >= len(garbage)
+    finally:
+        junk.close()
+
+
+def test_slow_subscriber_never_blocks_publisher() -> None:
+    big = (np.random.default_rng(0).random((240, 320)) > 0.5).astype(np.uint8)
+    with MaskPublisher([ANY_TCP]) as pub, MaskSubscriber(pub.endpoints, max_age=None) as sub:
+        _sync(pub, sub)
+        t0 = time.perf_counter()
+        for i in range(2000):
+            pub.publish_mask("cam0", i, big, time.time(), time.time())
+        elapsed = time.perf_counter() - t0
+        assert elapsed < 10.0, f"publisher took {elapsed:.1f}s for 2000 masks"
+        time.sleep(0.2)
+        got = []
+        while (msg := sub.recv(0.2)) is not None:
+            got.append(msg.seq)
+        assert 0 < len(got) < 2000  # the queues are bounded: most masks were dropped
+        assert sub.stats.gaps > 0
+        assert got == sorted(got)
+
+
+def test_bind_errors_are_user_errors() -> None:
+    with MaskPublisher([ANY_TCP]) as pub:
+        with pytest.raises(UserError, match=pub.endpoints[0].replace(".", r"\.")):
+            MaskPublisher(pub.endpoints)
+    with pytest.raises(UserError, match="scheme"):
+        MaskPublisher(["foo://x"])
+    with pytest.raises(UserError, match="encoding"):
+        MaskPublisher([ANY_TCP], encoding="gif")
+
+
+def test_subscriber_rejects_bad_arguments() -> None:
+    with pytest.raises(UserError, match="cannot resolve"):
+        MaskSubscriber(["tcp://no-such-host.invalid:5556"])
+    with pytest.raises(UserError, match="camera"):
+        MaskSubscriber(["tcp://127.0.0.1:5556"], cameras=["bad/cam"])
+
+
+def test_subscriber_iterates_and_times_out() -> None:
+    with MaskPublisher([ANY_TCP]) as pub, MaskSubscriber(pub.endpoints, max_age=None) as sub:
+        _sync(pub, sub)
+        for i in range(3):
+            pub.publish_mask("cam0", i, _mask(i), time.time(), time.time())
+        seqs = []
+        for msg in sub:
+            seqs.append(msg.seq)
+            if len(seqs) == 3:
+                break
+        assert seqs == [0, 1, 2]
+        t0 = time.monotonic()
+        assert sub.recv(0.2) is None
+        assert 0.15 < time.monotonic() - t0 < 1.0
+
+
+# ------------------------------------------------------------------ the CLI in a subprocess
+
+
+def _run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", "subscribe", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_cli_prints_count_masks_and_exits_0(tmp_path: Path) -> None:
+    stop = threading.Event()
+    with MaskPublisher([ANY_TCP]) as pub:
+
+        def publish() -> None:
+            i = 0
+            while not stop.is_set():
+                pub.publish_mask("cam0", i, _mask(i), time.time(), time.time(), "m1")
+                pub.publish_mask("cam10", i, _mask(i), time.time(), time.time(), "m1")
+                i += 1
+                time.sleep(0.02)
+
+        th = threading.Thread(target=publish, daemon=True)
+        th.start()
+        try:
+            res = _run_cli("--endpoint", pub.endpoints[0], "--camera", "cam0", "--count", "5", "--timeout", "20")
+            saved = _run_cli("--endpoint", pub.endpoints[0], "--count", "3", "--save", str(tmp_path / "out"), "--camera", "cam10")
+        finally:
+            stop.set()
+            th.join()
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 5
+    seqs = [int(line.split()[1].removeprefix("seq=")) for line in lines]
+    assert all(line.startswith("cam0 seq=") and "latency=" in line and "size=64x48" in line for line in lines)
+    assert seqs == sorted(seqs)
+    assert saved.returncode == 0, saved.stderr
+    pngs = sorted((tmp_path / "out" / "cam10").glob("*.png"))
+    assert len(pngs) == 3
+    seq = int(pngs[0].stem)
+    np.testing.assert_array_equal(cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED), _mask(seq))
+
+
+def test_cli_bad_endpoint_exits_2_and_silence_exits_1() -> None:
+    for bad in ["foo://x", "tcp://no-such-host.invalid:5556", "tcp://127.0.0.1:notaport"]:
+        res = _run_cli("--endpoint", bad, "--count", "1")
+        assert res.returncode == 2, (bad, res.stderr)
+        assert "error" in res.stderr and "Traceback" not in res.stderr
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.PUB)
+    port = s.bind_to_random_port("tcp://127.0.0.1")
+    s.close(linger=0)  # a port nobody publishes on
+    res = _run_cli("--endpoint", f"tcp://127.0.0.1:{port}", "--count", "1", "--timeout", "0.5")
+    assert res.returncode == 1 and "no mask" in res.stderr
