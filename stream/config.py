@@ -37,7 +37,7 @@ class CameraConfig(_Strict):
     id: str = Field("cam0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     source: str = "synthetic"
     size: tuple[int, int] | None = None  # resize captured frames to WxH
-    fps: float | None = Field(None, gt=0)  # pacing for synthetic/file sources
+    fps: float | None = Field(None, gt=0)  # synthetic: frames per second (then live); file/folder: with pace
     loop: bool = False  # loop a video file or image folder
     pace: bool = False  # play a file or folder in real time (then frames may be dropped)
 
@@ -60,10 +60,13 @@ class PublishSection(_Strict):
     encoding: Literal["raw", "packbits", "png"] = "packbits"
     sndhwm: int = Field(4, ge=1)
     status_interval: float = Field(5.0, gt=0)
+    # Before the first frame, wait up to this many seconds for a subscriber (0 = do not wait):
+    # with a file source and no pacing, a late subscriber would otherwise miss the first masks.
+    wait_for_subscriber: float = Field(0.0, ge=0)
 
 
 class DaemonConfig(_Strict):
-    cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig()], min_length=1)
+    cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig(fps=30.0)], min_length=1)
     model: ModelSection = Field(default_factory=ModelSection)
     publish: PublishSection = Field(default_factory=PublishSection)
     status_line: bool = True  # a live line each second on stderr

@@ -48,7 +48,8 @@ class Daemon:
         self.stop_event = threading.Event()
         self.cameras: dict[str, CameraThread] = {}
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
-        self.publisher = MaskPublisher(cfg.publish.endpoints, sndhwm=cfg.publish.sndhwm, encoding=cfg.publish.encoding, heartbeat_interval=cfg.publish.status_interval)
+        # SNDHWM must hold one burst (a mask per camera) or a fast subscriber loses masks too.
+        self.publisher = MaskPublisher(cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding, heartbeat_interval=cfg.publish.status_interval)
         try:
             for cam in cfg.cameras:
                 source = make_source(cam.source, size=cam.size, fps=cam.fps, loop=cam.loop)
@@ -63,6 +64,9 @@ class Daemon:
 
     def run(self, duration: float | None = None) -> int:
         try:
+            if self.cfg.publish.wait_for_subscriber:
+                if not self.publisher.wait_for_subscriber(self.cfg.publish.wait_for_subscriber):
+                    log.info("no subscriber after %.1f s; starting anyway", self.cfg.publish.wait_for_subscriber)
             for cam in self.cameras.values():
                 cam.start()
             self._online()

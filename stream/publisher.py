@@ -67,7 +67,10 @@ class MaskPublisher:
         self._last_heartbeat = -float("inf")
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.Context()
-        self._sock = self._ctx.socket(zmq.PUB)
+        # XPUB sends exactly like PUB and also hears subscriptions, so the daemon can wait for a
+        # first subscriber before replaying a file (see wait_for_subscriber).
+        self._sock = self._ctx.socket(zmq.XPUB)
+        self.subscriptions = 0
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, max(1, int(sndhwm)))
         self.endpoints: list[str] = []  # as bound: tcp://127.0.0.1:* becomes the real port
@@ -137,6 +140,29 @@ class MaskPublisher:
         """Send ``status/<camera>/`` with state "online"/"offline" and optional fields."""
         return self._send(encode_status(camera, state, **fields), status=True)
 
+    def _drain_subscriptions(self) -> None:
+        """Read queued (un)subscribe notices: b'\\x01topic' subscribes, b'\\x00topic' leaves."""
+        with self._lock:
+            while not self.closed:
+                try:
+                    msg = self._sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                if msg[:1] == b"\x01":
+                    self.subscriptions += 1
+                elif msg[:1] == b"\x00":
+                    self.subscriptions = max(0, self.subscriptions - 1)
+
+    def wait_for_subscriber(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s until some subscriber has subscribed; True if one has."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._drain_subscriptions()
+            left = deadline - time.monotonic()
+            if self.subscriptions > 0 or left <= 0:
+                return self.subscriptions > 0
+            self._sock.poll(min(left, 0.05) * 1000, zmq.POLLIN)
+
     def maybe_heartbeat(self, cameras: Iterable[str], now: float | None = None, **fields: Any) -> bool:
         """Send "online" for each camera if ``heartbeat_interval`` s passed since the last one.
 
@@ -145,6 +171,7 @@ class MaskPublisher:
         now = time.monotonic() if now is None else now
         if now - self._last_heartbeat < self.heartbeat_interval:
             return False
+        self._drain_subscriptions()
         self._last_heartbeat = now
         for cam in cameras:
             self.publish_status(cam, "online", **fields)

@@ -1,0 +1,49 @@
+"""Start `sparsecam serve` as a real subprocess with a YAML config, for the daemon tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_daemon(tmp_path: Path, config: dict, *args: str) -> tuple[subprocess.Popen, str]:
+    """Write ``config`` (publish endpoint filled in if absent) and start the daemon; returns (proc, endpoint)."""
+    config = dict(config)
+    publish = dict(config.get("publish", {}))
+    if "endpoints" not in publish:
+        publish["endpoints"] = [f"tcp://127.0.0.1:{free_port()}"]
+    config["publish"] = publish
+    config.setdefault("status_line", False)
+    path = tmp_path / f"sparsecam-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARSECAM_") or k == "SPARSECAM_DATA"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "serve", "--config", str(path), *args],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    return proc, publish["endpoints"][0]
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err

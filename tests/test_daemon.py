@@ -1,0 +1,155 @@
+"""`sparsecam serve` end to end: real subprocess, real ZeroMQ sockets, real onnxruntime."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.client import MaskSubscriber
+from stream.config import BUNDLED_MODEL
+from stream.engine import Engine
+from stream.synthetic import SceneConfig, write_cdnet_folder
+from tests.daemon_helpers import REPO, free_port, start_daemon, stop
+
+N_FILE_FRAMES = 40
+
+
+@pytest.fixture(scope="module")
+def synthetic_folder(tmp_path_factory) -> Path:
+    """40 unseen frames of the default synthetic camera with exact ground truth (CDnet layout)."""
+    root = tmp_path_factory.mktemp("synset") / "scene"
+    write_cdnet_folder(root, N_FILE_FRAMES, SceneConfig(), start=5000)  # the bundled model's camera, unseen frames
+    return root
+
+
+def collect(sub: MaskSubscriber, n: int, timeout: float = 30.0) -> list:
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        msg = sub.recv(timeout=0.5)
+        if msg is not None:
+            got.append(msg)
+    return got
+
+
+def test_synthetic_camera_masks_arrive_in_order(tmp_path):
+    proc, ep = start_daemon(tmp_path, {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 30}]}, "--duration", "20")
+    try:
+        with MaskSubscriber([ep], cameras=["cam0"], max_age=None) as sub:
+            msgs = collect(sub, 20)
+        assert len(msgs) == 20, f"got {len(msgs)} masks; daemon stderr: {stop(proc)[1][-2000:]}"
+        seqs = [m.seq for m in msgs]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert all(m.mask.shape == (240, 320) and m.mask.dtype == np.uint8 for m in msgs)
+        assert all(set(np.unique(m.mask)) <= {0, 255} for m in msgs)
+        assert all(0.0 <= m.fg_ratio <= 0.5 for m in msgs)
+        assert all(m.t_capture <= m.t_inference_done <= m.t_publish <= m.t_receive for m in msgs)
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err[-2000:]
+
+
+def test_file_source_no_gaps_bit_exact_and_iou(tmp_path, synthetic_folder):
+    cfg = {
+        "cameras": [{"id": "file", "source": str(synthetic_folder / "input")}],
+        "publish": {"wait_for_subscriber": 10, "encoding": "packbits"},
+    }
+    proc, ep = start_daemon(tmp_path, cfg)
+    try:
+        with MaskSubscriber([ep], cameras=["file"], max_age=None, rcvhwm=1000) as sub:
+            msgs = collect(sub, N_FILE_FRAMES, timeout=60)
+            assert sub.stats.gaps == 0
+        code = proc.wait(timeout=30)  # the daemon exits by itself when its only source has ended
+    finally:
+        _, err = stop(proc)
+    assert code == 0, err[-2000:]
+    assert [m.seq for m in msgs] == list(range(N_FILE_FRAMES)), err[-2000:]
+    # bit for bit what the engine computes on the same frames
+    import cv2
+
+    engine = Engine(BUNDLED_MODEL)
+    frames = sorted((synthetic_folder / "input").glob("*.png"))
+    inter = union = 0
+    for msg, path in zip(msgs, frames):
+        frame = cv2.imread(str(path))
+        np.testing.assert_array_equal(msg.mask, engine.run(frame))
+        gt = cv2.imread(str(synthetic_folder / "groundtruth" / path.name), cv2.IMREAD_GRAYSCALE) > 0
+        pred = msg.mask > 0
+        inter += np.count_nonzero(pred & gt)
+        union += np.count_nonzero(pred | gt)
+    iou = inter / union
+    assert iou >= 0.9, f"IoU against the synthetic ground truth {iou:.3f} < 0.9"
+
+
+def test_sigterm_publishes_offline_and_exits_0_quickly(tmp_path):
+    proc, ep = start_daemon(tmp_path, {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 30}]})
+    with MaskSubscriber([ep], cameras=["cam0"], max_age=None, include_status=True) as sub:
+        first = collect(sub, 3)
+        assert first, stop(proc)[1][-2000:]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        offline = None
+        deadline = time.monotonic() + 5
+        while offline is None and time.monotonic() < deadline:
+            msg = sub.recv(timeout=0.2)
+            if msg is not None and getattr(msg, "state", None) == "offline":
+                offline = msg
+        code = proc.wait(timeout=5)
+        elapsed = time.monotonic() - t0
+    assert offline is not None and offline.camera == "cam0"
+    assert code == 0
+    assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+
+
+def publish_rate(msgs: list) -> float:
+    """Masks per second by the publisher's own clock (t_publish in the headers)."""
+    return (len(msgs) - 1) / (msgs[-1].t_publish - msgs[0].t_publish)
+
+
+def test_slow_subscriber_does_not_slow_the_publisher(tmp_path):
+    proc, ep = start_daemon(tmp_path, {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 20}]})
+    try:
+        with MaskSubscriber([ep], max_age=None) as fast:
+            collect(fast, 5)
+            rate_alone = publish_rate(collect(fast, 40))
+            with MaskSubscriber([ep], max_age=None, rcvhwm=1) as slow:
+                assert slow.recv(timeout=5) is not None  # connected, then never reads again
+                time.sleep(0.5)
+                rate_with = publish_rate(collect(fast, 40))
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err[-2000:]
+    assert abs(rate_with - rate_alone) <= 0.1 * rate_alone, (rate_alone, rate_with)
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_missing_model_exits_2_with_a_message(tmp_path):
+    res = _cli("serve", "--model", str(tmp_path / "nope.onnx"), "--duration", "1")
+    assert res.returncode == 2
+    assert "nope.onnx" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unreachable_endpoint_exits_2(tmp_path):
+    res = _cli("serve", "--endpoint", "tcp://203.0.113.7:5556", "--duration", "1")  # not an address of this host
+    assert res.returncode == 2, res.stderr
+    assert "203.0.113.7" in res.stderr and "Traceback" not in res.stderr
+    res = _cli("subscribe", "--endpoint", "nonsense://x", "--count", "1")
+    assert res.returncode == 2 and "nonsense://x" in res.stderr
+
+
+def test_bad_config_exits_2_with_field_paths(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - id: 'has space'\n    fps: -3\npublish:\n  encoding: jpeg\n")
+    res = _cli("serve", "--config", str(bad))
+    assert res.returncode == 2
+    for field in ("cameras.0.id", "cameras.0.fps", "publish.encoding"):
+        assert field in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
