@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Latency benchmark: the daemon end to end against a bare session.run loop and OpenCV MOG2.
+
+For each size (default 320x240 and 640x480), in one run on this machine:
+- inference: a bare ``Engine.run`` loop on one frame (the model alone, onnxruntime);
+- mog2: an OpenCV MOG2 ``apply`` loop on the same frames (the classic per-frame baseline);
+- sustained fps: ``sparsecam serve`` (a real subprocess) on an unpaced synthetic camera,
+  counted by a subscriber over tcp://127.0.0.1;
+- end-to-end latency (capture -> subscriber, p50/p99): the same daemon with the camera
+  paced at --fps, so frames do not queue.
+Prints a table and the ratios; --json FILE writes {size: {fps, p50_ms, p99_ms, inference_ms, mog2_ms, ...}}.
+
+    python bench/latency.py [--sizes 320x240 640x480] [--model M] [--seconds 8] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from stream.client import MaskSubscriber  # noqa: E402
+from stream.config import BUNDLED_MODEL  # noqa: E402
+from stream.engine import Engine  # noqa: E402
+from stream.synthetic import SceneConfig, SyntheticScene  # noqa: E402
+from tests.daemon_helpers import start_daemon, stop  # noqa: E402
+
+
+def timed_loop(fn, frames: list[np.ndarray], seconds: float) -> np.ndarray:
+    """Per-call milliseconds of fn over frames (cycled) for about ``seconds``."""
+    for f in frames[:5]:
+        fn(f)
+    out, t_end, i = [], time.perf_counter() + seconds, 0
+    while time.perf_counter() < t_end:
+        f = frames[i % len(frames)]
+        t0 = time.perf_counter()
+        fn(f)
+        out.append((time.perf_counter() - t0) * 1000)
+        i += 1
+    return np.array(out)
+
+
+def daemon_run(tmp: Path, model: Path, size: str, fps: float | None, seconds: float) -> dict:
+    cam = {"id": "bench", "source": f"synthetic:size={size}"}
+    if fps:
+        cam["fps"] = fps
+    proc, ep = start_daemon(tmp, {"cameras": [cam], "model": {"path": str(model)}})
+    lat, stamps = [], []
+    try:
+        with MaskSubscriber([ep], max_age=None, rcvhwm=100) as sub:
+            t_end = time.monotonic() + seconds + 3
+            warm = time.monotonic() + 3  # skip start-up
+            while time.monotonic() < t_end:
+                msg = sub.recv(timeout=0.5)
+                if msg is None or time.monotonic() < warm:
+                    continue
+                lat.append(msg.latency * 1000)
+                stamps.append(msg.t_publish)
+            gaps = sub.stats.gaps
+    finally:
+        code, err = stop(proc)
+    if len(stamps) < 10:
+        raise SystemExit(f"the daemon delivered only {len(stamps)} masks (exit {code}):\n{err[-2000:]}")
+    lat_a = np.array(lat)
+    return {"fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]), "p50_ms": float(np.percentile(lat_a, 50)),
+            "p99_ms": float(np.percentile(lat_a, 99)), "masks": len(stamps), "gaps": gaps}
+
+
+def main() -> int:
+    import cv2
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["320x240", "640x480"])
+    ap.add_argument("--model", type=Path, default=BUNDLED_MODEL)
+    ap.add_argument("--seconds", type=float, default=8.0, help="measuring time per loop")
+    ap.add_argument("--fps", type=float, default=30.0, help="camera rate for the latency run")
+    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    engine = Engine(args.model, intra_op_threads=args.threads)
+    print(f"model {args.model.name} [{engine.model_version}] {engine.info.width}x{engine.info.height} on {engine.provider}", file=sys.stderr)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for size in args.sizes:
+            w, h = (int(v) for v in size.split("x"))
+            scene = SyntheticScene(SceneConfig(width=w, height=h))
+            frames = [scene.frame(t)[0] for t in range(60)]
+            infer = timed_loop(engine.run, frames, args.seconds)
+            mog = cv2.createBackgroundSubtractorMOG2()
+            mog2 = timed_loop(mog.apply, frames, args.seconds)
+            print(f"{size}: inference {np.median(infer):.2f} ms, MOG2 {np.median(mog2):.2f} ms; running the daemon...", file=sys.stderr, flush=True)
+            sustained = daemon_run(tmp, args.model, size, None, args.seconds)
+            paced = daemon_run(tmp, args.model, size, args.fps, args.seconds)
+            results[size] = {
+                "fps": round(sustained["fps"], 1),
+                "p50_ms": round(paced["p50_ms"], 2),
+                "p99_ms": round(paced["p99_ms"], 2),
+                "inference_ms": round(float(np.median(infer)), 2),
+                "inference_p99_ms": round(float(np.percentile(infer, 99)), 2),
+                "mog2_ms": round(float(np.median(mog2)), 2),
+                "overhead_ms": round(paced["p50_ms"] - float(np.median(infer)), 2),
+                "inference_over_mog2": round(float(np.median(infer) / np.median(mog2)), 2),
+                "paced_fps": round(paced["fps"], 1),
+                "gaps_paced": paced["gaps"],
+                "provider": engine.provider,
+            }
+    print("| size | sustained fps | e2e p50 ms | e2e p99 ms | inference ms | MOG2 ms | inference/MOG2 | overhead ms (e2e p50 - inference) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size, r in results.items():
+        print(f"| {size} | {r['fps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['inference_ms']:.2f} | {r['mog2_ms']:.2f} | {r['inference_over_mog2']:.2f}x | {r['overhead_ms']:.2f} |")
+    print(f"(latency measured with the camera paced at {args.fps:g} fps; sustained fps with an unpaced camera; provider {engine.provider})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

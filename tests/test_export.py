@@ -1,0 +1,211 @@
+"""sparsecam export: a real training run -> ONNX, checked in a real onnxruntime session."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+import stream  # noqa: E402
+from export import onnx_export  # noqa: E402
+from export.onnx_export import export_model, model_version, strip_debug_info  # noqa: E402
+from stream.errors import UserError  # noqa: E402
+from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, SCORE_OUTPUT, ModelInfo  # noqa: E402
+from stream.synthetic import SceneConfig, SyntheticScene  # noqa: E402
+from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
+from training.wrapper import FramesToMask  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("export-run") / "run"
+    train(TrainConfig(footage=["synthetic:frames=60,size=160x120"], steps=10, batch=8, crop=32, width=4, depth=2),
+          out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp32(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("export-fp32") / "model.onnx"
+    report = export_model(run_dir / "model.pt", out)
+    print(onnx_export.format_report(report))
+    return out, report
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _props(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load_model(str(path)).metadata_props}
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", "export", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_fp32_file_graph_and_io(fp32: tuple[Path, dict]) -> None:
+    path, report = fp32
+    assert path.is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # no external data, no temp file
+    model = onnx.load_model(str(path))
+    onnx.checker.check_model(model)
+    ops = {n.op_type for n in model.graph.node}
+    assert "BatchNormalization" not in ops and report["batchnorm_nodes"] == 0  # folded into the convs
+    assert "Conv" in ops and "Resize" in ops
+    assert all(init.data_location != onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
+
+    sess = _session(path)
+    (inp,) = sess.get_inputs()
+    assert (inp.name, inp.type) == (INPUT_NAME, "tensor(uint8)")
+    assert all(isinstance(d, str) for d in inp.shape[:3]) and inp.shape[3] == 3  # dynamic N, H, W
+    outs = {o.name: o for o in sess.get_outputs()}
+    assert set(outs) == {MASK_OUTPUT, SCORE_OUTPUT}
+    assert outs[MASK_OUTPUT].type == "tensor(uint8)" and outs[SCORE_OUTPUT].type == "tensor(float)"
+    assert all(isinstance(d, str) for d in outs[MASK_OUTPUT].shape) and len(outs[SCORE_OUTPUT].shape) == 3
+    for n, h, w in ((1, 120, 160), (2, 100, 130), (1, 37, 53)):
+        frames = np.random.default_rng(n * h).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+        mask, score = sess.run(None, {INPUT_NAME: frames})
+        assert mask.shape == score.shape == (n, h, w)
+        assert mask.dtype == np.uint8 and score.dtype == np.float32 and set(np.unique(mask)) <= {0, 255}
+
+    # the export's own parity check passed with the documented tolerances
+    assert report["max_diff"] <= onnx_export.FP32_MAX_SCORE_DIFF
+    assert report["agreement"] >= onnx_export.FP32_MIN_AGREEMENT
+    assert abs(report["f_change"]) < 1e-3 and report["ms_per_frame"] > 0
+    assert any(s["set"].startswith("footage") for s in report["sets"])  # the training footage was used
+
+
+def test_metadata_round_trip(fp32: tuple[Path, dict], run_dir: Path) -> None:
+    path, report = fp32
+    state = load_checkpoint(run_dir / "model.pt")
+    info = ModelInfo.from_metadata(_props(path), source=str(path))
+    assert (info.width, info.height, info.channels) == (state["config"]["width_px"], state["config"]["height"],
+                                                         state["config"]["channels"])
+    assert info.threshold == pytest.approx(state["threshold"], rel=0, abs=0)
+    assert info.trained_on == state["footage"] == ["synthetic:frames=60,size=160x120"]
+    assert info.precision == "fp32" and info.input_mode == state["config"]["input_mode"]
+    assert info.sparsecam_version == stream.__version__
+    created = datetime.fromisoformat(info.created)
+    assert created.tzinfo is not None and abs(datetime.now(timezone.utc) - created) < timedelta(hours=1)
+    assert len(info.model_version) == 16 and int(info.model_version, 16) >= 0
+    # the version is the hash of graph + weights: recomputable from the file, metadata excluded
+    assert info.model_version == report["model_version"] == model_version(onnx.load_model(str(path)))
+
+
+def test_parity_two_sizes_batch3(fp32: tuple[Path, dict], run_dir: Path) -> None:
+    path, _ = fp32
+    state = load_checkpoint(run_dir / "model.pt")
+    ref = FramesToMask(model_from_checkpoint(state), state["threshold"]).eval()
+    sess = _session(path)
+    for w, h in ((160, 120), (250, 190)):
+        scene = SyntheticScene(SceneConfig(width=w, height=h, seed=3))
+        frames = np.stack([scene.frame(t)[0] for t in (5, 40, 75)])
+        with torch.inference_mode():
+            m_ref, s_ref = (t.numpy() for t in ref(torch.from_numpy(frames)))
+        mask, score = sess.run([MASK_OUTPUT, SCORE_OUTPUT], {INPUT_NAME: frames})
+        assert score.shape == (3, h, w)
+        assert np.abs(score - s_ref).max() <= 1e-4
+        assert (mask == m_ref).mean() >= 0.999
+        assert s_ref.max() > 0  # a real comparison, not of two zero maps
+
+
+def test_model_version_stable_and_weight_sensitive(fp32: tuple[Path, dict], run_dir: Path, tmp_path: Path) -> None:
+    _, report = fp32
+    # checkpoint.pt of the finished run holds the same weights in another file (with optimizer state)
+    same = export_model(run_dir / "checkpoint.pt", tmp_path / "same.onnx", check=False)
+    assert same["model_version"] == report["model_version"]
+    assert ModelInfo.from_metadata(_props(tmp_path / "same.onnx")).model_version == report["model_version"]
+
+    state = load_checkpoint(run_dir / "model.pt")
+    key = next(k for k, v in state["model"].items() if k.endswith("weight") and v.dim() == 4)
+    state["model"][key] = state["model"][key] + 0.01
+    state.pop("format")
+    save_checkpoint(tmp_path / "changed.pt", state)
+    changed = export_model(tmp_path / "changed.pt", tmp_path / "changed.onnx", check=False)
+    assert changed["model_version"] != report["model_version"]
+    assert not changed["checked"] and "max_diff" not in changed
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precision(precision: str, run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"model-{precision}.onnx"
+    try:
+        report = export_model(run_dir / "model.pt", out, precision=precision)
+    except UserError as exc:  # allowed, but only as a clear parity failure with nothing written
+        msg = str(exc)
+        assert "parity" in msg and ("%" in msg or "F " in msg), msg
+        assert not out.exists() and list(tmp_path.iterdir()) == []
+        print(f"{precision}: refused: {msg}")
+        return
+    print(onnx_export.format_report(report))
+    assert report["agreement"] >= onnx_export.REDUCED_MIN_AGREEMENT
+    assert report["f_change"] >= -onnx_export.REDUCED_MAX_F_DROP
+    assert 0 <= report["f_onnx"] <= 1 and report["max_diff"] < 0.05
+    assert ModelInfo.from_metadata(_props(out)).precision == precision
+    model = onnx.load_model(str(out))
+    dtypes = {init.data_type for init in model.graph.initializer}
+    if precision == "fp16":
+        assert onnx.TensorProto.FLOAT16 in dtypes
+    else:
+        ops = {n.op_type for n in model.graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops and onnx.TensorProto.INT8 in dtypes
+    sess = _session(out)
+    assert sess.get_inputs()[0].type == "tensor(uint8)"
+    mask, score = sess.run(None, {INPUT_NAME: np.zeros((2, 90, 70, 3), np.uint8)})
+    assert mask.dtype == np.uint8 and score.dtype == np.float32 and mask.shape == (2, 90, 70)
+
+
+def test_parity_failure_writes_nothing(fp32: tuple[Path, dict], run_dir: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph that disagrees with PyTorch is refused and an existing file is left as it was."""
+    good = strip_debug_info(onnx.load_model(str(fp32[0])))
+    convs = [n for n in good.graph.node if n.op_type == "Conv"]
+    weight = next(i for i in good.graph.initializer if i.name == convs[0].input[1])
+    arr = onnx.numpy_helper.to_array(weight) * 1.5
+    weight.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), weight.name))
+    monkeypatch.setattr(onnx_export, "trace_onnx", lambda *a, **k: good)
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous model")
+    with pytest.raises(UserError, match=r"parity.*score max diff .*nothing written"):
+        export_model(run_dir / "model.pt", out)
+    assert out.read_bytes() == b"previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp file left
+
+
+def test_cli_corrupt_checkpoint(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    out = tmp_path / "out.onnx"
+    proc = _run_cli(str(bad), "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparsecam export: error:") and str(bad) in lines[0]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]
+
+
+def test_cli_unfinished_checkpoint(run_dir: Path, tmp_path: Path) -> None:
+    state = load_checkpoint(run_dir / "model.pt")
+    state.pop("format")
+    state["threshold"] = None
+    ckpt = tmp_path / "unfinished.pt"
+    save_checkpoint(ckpt, state)
+    out = tmp_path / "out.onnx"
+    proc = _run_cli(str(ckpt), "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not finish" in lines[0]
+    assert not out.exists()
