@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from stream.client import MaskSubscriber  # noqa: E402
-from stream.config import BUNDLED_MODEL  # noqa: E402
+from stream.modelinfo import BUNDLED_MODEL  # noqa: E402
 from stream.engine import Engine  # noqa: E402
 from stream.synthetic import SceneConfig, SyntheticScene  # noqa: E402
 from tests.daemon_helpers import start_daemon, stop  # noqa: E402

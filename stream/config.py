@@ -14,8 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stream.errors import UserError
-
-BUNDLED_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
+from stream.modelinfo import BUNDLED_MODEL
 ENV_PREFIX = "SPARSECAM_"
 
 

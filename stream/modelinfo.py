@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from stream.errors import UserError
 
@@ -17,6 +18,8 @@ INPUT_NAME = "frames"
 MASK_OUTPUT = "mask"
 SCORE_OUTPUT = "score"
 PREFIX = "sparsecam."
+# Trained on the built-in synthetic camera; regenerate with `make default-model`.
+BUNDLED_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
 
 
 @dataclass(frozen=True)

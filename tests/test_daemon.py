@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stream.client import MaskSubscriber
-from stream.config import BUNDLED_MODEL
+from stream.modelinfo import BUNDLED_MODEL
 from stream.engine import Engine
 from stream.synthetic import SceneConfig, write_cdnet_folder
 from tests.daemon_helpers import REPO, free_port, start_daemon, stop

@@ -1,0 +1,135 @@
+"""`sparsecam train`: learns the synthetic scene, writes its run, resumes, and refuses bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stream.synthetic import SceneConfig, write_cdnet_folder
+from training.checkpoint import load_checkpoint
+from training.evaluate import evaluate
+from training.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["synthetic:frames=60,size=160x120", "--steps", "4", "--batch", "8", "--crop", "32", "--width", "4", "--depth", "2"]
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory) -> tuple[Path, dict]:
+    """The default recipe on 300 frames of the synthetic camera (what the README demo runs)."""
+    out = tmp_path_factory.mktemp("run") / "syn"
+    summary = train(TrainConfig(footage=["synthetic:frames=300"]), out, progress=False)
+    return out, summary
+
+
+def test_learns_the_synthetic_scene_without_labels(synthetic_run, tmp_path):
+    out, summary = synthetic_run
+    for name in ("model.pt", "checkpoint.pt", "loss.png", "montage.png", "summary.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text())["threshold"] == summary["threshold"]
+    # unseen frames of the same camera, scored against the exact masks
+    scored = tmp_path / "unseen"
+    write_cdnet_folder(scored, 60, SceneConfig(), start=3000, progress=False)
+    result = evaluate(scored, str(out / "model.pt"))
+    assert result["metrics"]["f"] >= 0.9, result["metrics"]
+    assert summary["train_seconds"] < 120
+
+
+def test_loss_went_down(synthetic_run):
+    out, _ = synthetic_run
+    hist = load_checkpoint(out / "model.pt")["history"]
+    first, last = sum(hist["loss"][:10]) / 10, sum(hist["loss"][-10:]) / 10
+    assert last < first
+
+
+def test_checkpoint_is_plain_tensors_and_carries_threshold(synthetic_run):
+    out, summary = synthetic_run
+    state = torch.load(out / "model.pt", weights_only=True)  # no pickle of arbitrary objects
+    assert state["threshold"] == pytest.approx(summary["threshold"])
+    assert state["config"]["input_mode"] in ("frame", "background")
+    assert "background" in state["model"] or state["config"]["input_mode"] == "frame"
+
+
+def test_interrupt_saves_and_resume_continues(tmp_path):
+    out = tmp_path / "run"
+    args = [TINY[0], "--out", str(out), "--batch", "8", "--crop", "32", "--width", "4", "--depth", "2", "--checkpoint-every", "1000"]
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "train", *args, "--steps", "100000"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "run.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # a few steps
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "--resume" in stdout and "Traceback" not in stderr
+    step = load_checkpoint(out / "checkpoint.pt")["step"]
+    assert step > 0
+    res = cli("train", *args, "--steps", str(step + 3), "--resume")
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = load_checkpoint(out / "model.pt")
+    assert state["step"] == step + 3
+    assert state["history"]["step"] == list(range(1, step + 4))
+
+
+def test_refuses_to_overwrite_another_run(tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", *TINY, "--out", str(out)).returncode == 0
+    before = (out / "model.pt").stat().st_mtime_ns
+    other = cli("train", "synthetic:frames=60,size=160x120,seed=9", *TINY[1:], "--out", str(out))
+    assert other.returncode == 2 and "different run" in other.stderr
+    same = cli("train", *TINY, "--out", str(out))
+    assert same.returncode == 2 and "--resume" in same.stderr
+    assert (out / "model.pt").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "junk"])
+def test_bad_footage_is_one_line_exit_2(tmp_path, case):
+    if case == "missing":
+        target = tmp_path / "nope.avi"
+    elif case == "empty":
+        target = tmp_path / "empty"
+        target.mkdir()
+    else:
+        target = tmp_path / "junk.avi"
+        target.write_bytes(b"not a video" * 100)
+    res = cli("train", str(target), "--out", str(tmp_path / "out"), "--steps", "2")
+    assert res.returncode == 2
+    assert target.name in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_requested_but_absent(tmp_path):
+    res = cli("train", *TINY, "--out", str(tmp_path / "run"), "--device", "cuda")
+    assert res.returncode == 2 and "GPU" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_corrupt_checkpoint_in_eval_is_exit_2(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"\x00garbage" * 50)
+    scored = tmp_path / "set"
+    write_cdnet_folder(scored, 5, SceneConfig(width=160, height=120), progress=False)
+    res = cli("eval", "--set", str(scored), "--method", str(bad))
+    assert res.returncode == 2 and "model.pt" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_run_time_never_imports_torch():
+    code = ("import sys, stream.cli, stream.daemon, stream.client, stream.capture, stream.engine, "
+            "stream.publisher, stream.protocol, stream.synthetic, stream.config, training.evaluate, training.data; "
+            "bad = [m for m in ('torch', 'training.model') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for path in (REPO / "stream").glob("*.py"):
+        text = path.read_text()
+        assert "import torch" not in text and "from training" not in text.split("def ", 1)[0], path
