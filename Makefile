@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # torch: the CPU build, pinned (never a CUDA build in CI or make test).
 TORCH := torch==2.13.0
 
-.PHONY: run test venv demo bench-quality bench-latency clean
+.PHONY: run test venv demo default-model bench-quality bench-latency clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,13 @@ run: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sparsecam train synthetic:frames=300 --out runs/demo --steps 150
+
+# The bundled model: trained on the built-in synthetic camera (what `make run` serves).
+DEFAULT_MODEL_TRAIN := synthetic:frames=600 --steps 600
+default-model: $(STAMP)
+	rm -rf runs/default-model
+	$(BIN)/sparsecam train $(DEFAULT_MODEL_TRAIN) --out runs/default-model
+	$(BIN)/sparsecam export runs/default-model/model.pt --out stream/models/default.onnx
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

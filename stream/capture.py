@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -222,8 +222,14 @@ class VideoFileSource(_CvSource):
         return img
 
 
-def _natural_key(path: Path) -> list[object]:
-    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", path.name)]
+def natural_key(path: Path) -> list[object]:
+    """Sort key: frame2 before frame10."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder in natural order (shared with training.data)."""
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()), key=natural_key)
 
 
 class FolderSource(Source):
@@ -243,7 +249,7 @@ class FolderSource(Source):
         if self.path.is_file():
             files = [self.path]
         elif self.path.is_dir():
-            files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()), key=_natural_key)
+            files = list_images(self.path)
         else:
             raise UserError(f"image folder {self.name} does not exist")
         if not files:
@@ -328,36 +334,12 @@ class SyntheticSource(Source):
         return img
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise UserError(f"size {text!r} is not WIDTHxHEIGHT (e.g. 320x240)")
-    return int(m.group(1)), int(m.group(2))
-
-
 def _synthetic(spec: str, size: tuple[int, int] | None, fps: float | None) -> SyntheticSource:
-    """``synthetic[:key=value,...]``: keys seed, size=WxH, fps, frames, start and SceneConfig fields."""
-    kwargs: dict[str, object] = {}
-    _, _, opts = spec.partition(":")
-    for item in filter(None, (s.strip() for s in opts.split(","))):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq:
-            raise UserError(f"synthetic source option {item!r} is not key=value (e.g. synthetic:seed=1,size=320x240)")
-        if key == "size":
-            size = _parse_size(value)
-            continue
-        try:
-            num: object = int(value) if re.fullmatch(r"[+-]?\d+", value.strip()) else float(value)
-        except ValueError:
-            raise UserError(f"synthetic source option {key}={value!r} is not a number") from None
-        if key == "fps":
-            fps = float(num)  # type: ignore[arg-type]
-        else:
-            kwargs[key] = num
-    if size is not None:
-        kwargs["width"], kwargs["height"] = size
-    return SyntheticSource(fps=fps, **kwargs)  # type: ignore[arg-type]
+    """``synthetic[:key=value,...]`` (stream.synthetic.parse_synthetic_spec); ``fps`` there wins."""
+    from stream.synthetic import parse_synthetic_spec
+
+    parsed = parse_synthetic_spec(spec, size)
+    return SyntheticSource(fps=parsed.fps or fps, frames=parsed.frames, start=parsed.start, **asdict(parsed.scene))
 
 
 def make_source(spec: str | int, *, size: tuple[int, int] | None = None, fps: float | None = None, loop: bool = False) -> Source:

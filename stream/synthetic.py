@@ -388,6 +388,56 @@ def parse_size(text: str, what: str = "--size") -> tuple[int, int]:
     return w, h
 
 
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A ``synthetic[:key=value,...]`` source string, as train, eval and serve all accept it."""
+
+    scene: SceneConfig
+    frames: int | None = None  # None: endless (serve); train reads DEFAULT_SPEC_FRAMES
+    start: int = 0
+    fps: float | None = None  # serve: pace in real time (then the source is live)
+
+
+DEFAULT_SPEC_FRAMES = 300
+# key -> (SceneConfig field or spec field, parser)
+_SPEC_KEYS = {
+    "seed": ("seed", int), "jitter": ("jitter", int), "objects": ("n_objects", int),
+    "noise": ("noise_std", float), "drift": ("drift", float),
+    "frames": ("frames", int), "start": ("start", int), "fps": ("fps", float),
+}
+SPEC_HELP = "synthetic[:frames=N,seed=S,size=WxH,jitter=J,objects=K,noise=SD,drift=D,start=T,fps=F]"
+
+
+def parse_synthetic_spec(spec: str, size: tuple[int, int] | None = None) -> SyntheticSpec:
+    """Parse ``synthetic`` / ``synthetic:seed=1,size=320x240,...``; a bad one is a UserError."""
+    head, _, body = spec.strip().partition(":")
+    if head != "synthetic":
+        raise UserError(f"{spec!r} is not a synthetic source; use {SPEC_HELP}")
+    scene: dict[str, object] = {}
+    extra: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        key, sep, value = (t.strip() for t in part.partition("="))
+        if key == "size" and sep:
+            size = parse_size(value, what=f"size in {spec!r}")
+            continue
+        if not sep or key not in _SPEC_KEYS:
+            raise UserError(f"bad option {part!r} in {spec!r}: use key=value pairs, {SPEC_HELP}")
+        name, conv = _SPEC_KEYS[key]
+        try:
+            (extra if name in ("frames", "start", "fps") else scene)[name] = conv(value)
+        except ValueError:
+            raise UserError(f"{key}={value!r} in {spec!r} is not a number") from None
+    if size is not None:
+        scene["width"], scene["height"] = size
+    frames = extra.get("frames")
+    if frames is not None and int(frames) < 1:  # type: ignore[arg-type]
+        raise UserError(f"{spec!r}: frames must be >= 1")
+    fps = extra.get("fps")
+    if fps is not None and float(fps) <= 0:  # type: ignore[arg-type]
+        raise UserError(f"{spec!r}: fps must be positive")
+    return SyntheticSpec(SceneConfig(**scene), frames, int(extra.get("start", 0)), fps)  # type: ignore[arg-type]
+
+
 def cli(argv: list[str]) -> int:
     """`sparsecam synth`: write the synthetic scene to a CDnet-layout folder."""
     p = argparse.ArgumentParser(prog="sparsecam synth", description=cli.__doc__)

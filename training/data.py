@@ -19,13 +19,12 @@ from typing import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from stream.capture import IMAGE_EXTS, list_images
 from stream.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".ts", ".3gp")
-_SYNTH_KEYS = ("frames", "seed", "size", "jitter", "objects", "noise", "drift")
 
 
 def default_data_root() -> Path:
@@ -50,15 +49,6 @@ class Footage:
 
 
 # --------------------------------------------------------------------------- helpers
-def _natural_key(name: str) -> list:
-    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
-
-
-def _list_images(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
-                  key=lambda p: _natural_key(p.name))
-
-
 def _trailing_number(path: Path) -> int | None:
     m = re.search(r"(\d+)$", path.stem)
     return int(m.group(1)) if m else None
@@ -93,7 +83,7 @@ _Item = tuple[int, str, Callable[[], np.ndarray]]
 
 
 def _folder_items(folder: Path, gray: bool) -> Iterator[_Item]:
-    files = _list_images(folder)
+    files = list_images(folder)
     if not files:
         videos = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS)
         hint = f" (it holds videos: pass them as paths, e.g. {folder / videos[0]})" if videos else ""
@@ -162,42 +152,19 @@ def _video_items(path: Path, gray: bool, sel: _Selector) -> Iterator[_Item]:
         cap.release()
 
 
-def _parse_synthetic(spec: str):
-    from stream.synthetic import SceneConfig, parse_size
-
-    opts: dict[str, str] = {}
-    body = spec.split(":", 1)[1] if ":" in spec else ""
-    for part in filter(None, (p.strip() for p in body.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or key not in _SYNTH_KEYS:
-            raise UserError(f"bad option {part!r} in {spec!r}; use synthetic:key=value,... "
-                            f"with keys {', '.join(_SYNTH_KEYS)}")
-        opts[key] = value
-    try:
-        n = int(opts.get("frames", 300))
-        w, h = parse_size(opts.get("size", "320x240"), what=f"size in {spec!r}")
-        cfg = SceneConfig(width=w, height=h, seed=int(opts.get("seed", 0)), jitter=int(opts.get("jitter", 0)),
-                          n_objects=int(opts.get("objects", 6)), noise_std=float(opts.get("noise", 3.0)),
-                          drift=float(opts.get("drift", 0.08)))
-    except ValueError:
-        raise UserError(f"bad number in {spec!r}; e.g. synthetic:frames=300,seed=0,size=320x240,jitter=0") from None
-    if n < 1:
-        raise UserError(f"{spec!r}: frames must be >= 1")
-    return cfg, n
-
-
 def _synthetic_items(spec: str, gray: bool) -> Iterator[_Item]:
-    from stream.synthetic import SyntheticScene
+    from stream.synthetic import DEFAULT_SPEC_FRAMES, SyntheticScene, parse_synthetic_spec
 
-    cfg, n = _parse_synthetic(spec)
-    scene = SyntheticScene(cfg)
+    parsed = parse_synthetic_spec(spec)
+    n = parsed.frames or DEFAULT_SPEC_FRAMES
+    scene = SyntheticScene(parsed.scene)
 
     def load(t: int) -> np.ndarray:
         img = scene.frame(t)[0]
         return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if gray else img
 
     for number in range(1, n + 1):
-        yield number, f"synthetic#{number}", (lambda t=number - 1: load(t))
+        yield number, f"synthetic#{number}", (lambda t=parsed.start + number - 1: load(t))
 
 
 def _estimate_total(path: str, sel: _Selector) -> int | None:
