@@ -69,8 +69,12 @@ class MaskSubscriber:
         rcvhwm: int = 4,
         include_status: bool = False,
         context: zmq.Context | None = None,
+        curve_client_key: Path | None = None,
+        curve_server_key: Path | None = None,
     ) -> None:
         endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if (curve_client_key is None) != (curve_server_key is None):
+            raise UserError("CurveZMQ needs both the client's secret key and the server's public key")
         if not endpoints:
             raise UserError("no endpoint to subscribe to: give at least one, e.g. tcp://127.0.0.1:5556")
         for ep in endpoints:
@@ -94,6 +98,10 @@ class MaskSubscriber:
         self._sock = s
         self.closed = False
         try:
+            if curve_client_key is not None:
+                from stream.security import apply_client
+
+                apply_client(s, Path(curve_client_key), Path(curve_server_key))  # type: ignore[arg-type]
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.RCVHWM, max(1, int(rcvhwm)))
             s.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -227,6 +235,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, metavar="S", help="exit 1 when no mask arrives for S seconds (default 10 with --count, else wait forever)")
     p.add_argument("--max-age", type=float, default=1.0, metavar="S", help="drop masks captured more than S seconds ago (default 1; 0 keeps all)")
     p.add_argument("--status", action="store_true", help="also print camera online/offline status messages")
+    p.add_argument("--client-key", type=Path, metavar="FILE", help="CurveZMQ: this subscriber's secret key file (NAME.key_secret)")
+    p.add_argument("--server-key", type=Path, metavar="FILE", help="CurveZMQ: the daemon's public key file (server.key)")
     return p
 
 
@@ -256,7 +266,8 @@ def cli(argv: list[str]) -> int:
     if args.save is not None and args.save.exists() and not args.save.is_dir():
         raise UserError(f"--save {args.save} exists and is not a folder")
     got = 0
-    with MaskSubscriber(endpoints, cameras=args.camera, max_age=args.max_age, include_status=args.status) as sub:
+    with MaskSubscriber(endpoints, cameras=args.camera, max_age=args.max_age, include_status=args.status,
+                        curve_client_key=args.client_key, curve_server_key=args.server_key) as sub:
         print(f"subscribed to {', '.join(endpoints)} (cameras: {', '.join(args.camera) if args.camera else 'all'})", file=sys.stderr, flush=True)
         while args.count is None or got < args.count:
             msg = sub.recv(timeout)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.errors import UserError
 from stream.modelinfo import BUNDLED_MODEL
@@ -64,10 +64,23 @@ class PublishSection(_Strict):
     wait_for_subscriber: float = Field(0.0, ge=0)
 
 
+class SecuritySection(_Strict):
+    curve: bool = False  # CurveZMQ on the mask bus (keys from `sparsecam keygen`)
+    server_secret_key: Path | None = None  # the daemon's NAME.key_secret
+    allowed_clients_dir: Path | None = None  # folder of subscribers' public NAME.key files
+
+    @model_validator(mode="after")
+    def _keys_when_curve(self) -> SecuritySection:
+        if self.curve and (self.server_secret_key is None or self.allowed_clients_dir is None):
+            raise ValueError("curve: true needs server_secret_key and allowed_clients_dir")
+        return self
+
+
 class DaemonConfig(_Strict):
     cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig(fps=30.0)], min_length=1)
     model: ModelSection = Field(default_factory=ModelSection)
     publish: PublishSection = Field(default_factory=PublishSection)
+    security: SecuritySection = Field(default_factory=SecuritySection)
     status_line: bool = True  # a live line each second on stderr
 
     @field_validator("cameras")

@@ -49,7 +49,9 @@ class Daemon:
         self.cameras: dict[str, CameraThread] = {}
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
         # SNDHWM must hold one burst (a mask per camera) or a fast subscriber loses masks too.
-        self.publisher = MaskPublisher(cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding, heartbeat_interval=cfg.publish.status_interval)
+        self.publisher = MaskPublisher(cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding, heartbeat_interval=cfg.publish.status_interval,
+                                      curve_secret_key=cfg.security.server_secret_key if cfg.security.curve else None,
+                                      curve_allowed_dir=cfg.security.allowed_clients_dir)
         try:
             for cam in cfg.cameras:
                 source = make_source(cam.source, size=cam.size, fps=cam.fps, loop=cam.loop)

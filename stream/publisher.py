@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -51,6 +52,8 @@ class MaskPublisher:
         encoding: str = DEFAULT_ENCODING,
         context: zmq.Context | None = None,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        curve_secret_key: Path | None = None,
+        curve_allowed_dir: Path | None = None,
     ) -> None:
         endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not endpoints:
@@ -71,6 +74,16 @@ class MaskPublisher:
         # first subscriber before replaying a file (see wait_for_subscriber).
         self._sock = self._ctx.socket(zmq.XPUB)
         self.subscriptions = 0
+        self._curve = None
+        if curve_secret_key is not None:
+            from stream.security import CurveServer
+
+            try:
+                self._curve = CurveServer(self._ctx, Path(curve_secret_key), Path(curve_allowed_dir or ""))
+            except BaseException:
+                self._close_socket(0)
+                raise
+            self._curve.apply(self._sock)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, max(1, int(sndhwm)))
         self.endpoints: list[str] = []  # as bound: tcp://127.0.0.1:* becomes the real port
@@ -181,6 +194,8 @@ class MaskPublisher:
 
     def _close_socket(self, linger_ms: int) -> None:
         self._sock.close(linger=linger_ms)
+        if getattr(self, "_curve", None) is not None:
+            self._curve.stop()
         if self._own_context:
             self._ctx.term()
 
