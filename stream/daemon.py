@@ -24,6 +24,7 @@ from stream.config import DaemonConfig, load_config
 from stream.engine import Engine
 from stream.errors import UserError
 from stream.publisher import MaskPublisher
+from stream.reload import ModelReloader
 
 log = logging.getLogger("sparsecam.daemon")
 
@@ -44,7 +45,9 @@ class Daemon:
 
     def __init__(self, cfg: DaemonConfig, engine: Engine | None = None) -> None:
         self.cfg = cfg
-        self.engine = engine or Engine(cfg.model.resolved_path(), cfg.model.providers, cfg.model.intra_op_threads, cfg.model.require_gpu)
+        self.engine = engine or self.load_engine(cfg.model.resolved_path())
+        self.reloads = {"success": 0, "failure": 0}
+        self.reloader = ModelReloader(cfg.model.resolved_path(), self.load_engine, self.swap_engine, self._reload_result)
         self.stop_event = threading.Event()
         self.cameras: dict[str, CameraThread] = {}
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
@@ -60,9 +63,27 @@ class Daemon:
             self.publisher.close([])
             raise
 
+    # -- model ---------------------------------------------------------------------------
+    def load_engine(self, path: Path) -> Engine:
+        m = self.cfg.model
+        return Engine(path, m.providers, m.intra_op_threads, m.require_gpu)
+
+    def swap_engine(self, engine: Engine) -> None:
+        """Called from the reload thread: the next frame uses the new model."""
+        old, self.engine = self.engine, engine
+        if old.model_version != engine.model_version:
+            for cam_id in self.cameras:
+                self.publisher.publish_status(cam_id, "online", model_version=engine.model_version, provider=engine.provider)
+
+    def _reload_result(self, result: str, detail: str) -> None:
+        self.reloads[result] = self.reloads.get(result, 0) + 1
+
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
         self.stop_event.set()
+
+    def request_reload(self, *_: object) -> None:
+        self.reloader.request()
 
     def run(self, duration: float | None = None) -> int:
         try:
@@ -71,6 +92,7 @@ class Daemon:
                     log.info("no subscriber after %.1f s; starting anyway", self.cfg.publish.wait_for_subscriber)
             for cam in self.cameras.values():
                 cam.start()
+            self.reloader.start()
             self._online()
             deadline = time.monotonic() + duration if duration else None
             next_line = time.monotonic() + 1.0
@@ -95,6 +117,7 @@ class Daemon:
             self.publisher.publish_status(cam_id, "online", model_version=self.engine.model_version, provider=self.engine.provider)
 
     def shutdown(self) -> None:
+        self.reloader.stop()
         for cam in self.cameras.values():
             cam.stop(timeout=0.5)
         self.publisher.close(list(self.cameras), reason="stopped")
@@ -120,13 +143,14 @@ class Daemon:
             groups = [frames]
         else:
             groups = [[f] for f in frames]
+        engine = self.engine  # one model per step: a reload swaps between frames
         for group in groups:
             t0 = time.time()
-            masks = self.engine.run(np.stack([f.image for f in group]))
+            masks = engine.run(np.stack([f.image for f in group]))
             t_done = time.time()
             for frame, mask in zip(group, masks):
                 fg = float(np.count_nonzero(mask)) / mask.size
-                self.publisher.publish_mask(frame.camera, frame.seq, mask, frame.t_capture, t_done, self.engine.model_version, fg)
+                self.publisher.publish_mask(frame.camera, frame.seq, mask, frame.t_capture, t_done, engine.model_version, fg)
                 st = self.stats[frame.camera]
                 now = time.time()
                 st.published += 1
@@ -175,6 +199,7 @@ def cli(argv: list[str]) -> int:
     daemon = Daemon(cfg)
     signal.signal(signal.SIGTERM, daemon.request_stop)
     signal.signal(signal.SIGINT, daemon.request_stop)
+    signal.signal(signal.SIGHUP, daemon.request_reload)
     eps = " ".join(f"--endpoint {e}" for e in daemon.publisher.endpoints)
     cams = ", ".join(f"{cid} ({redact(c.source)})" for cid, c in zip(daemon.cameras, cfg.cameras))
     print(f"sparsecam serve: {cams} -> model {daemon.engine.path.name} [{daemon.engine.model_version}] on {daemon.engine.provider} -> {', '.join(daemon.publisher.endpoints)}", file=sys.stderr)
