@@ -39,6 +39,7 @@ class CameraConfig(_Strict):
     fps: float | None = Field(None, gt=0)  # synthetic: frames per second (then live); file/folder: with pace
     loop: bool = False  # loop a video file or image folder
     pace: bool = False  # play a file or folder in real time (then frames may be dropped)
+    timeout: float = Field(5.0, gt=0)  # seconds without a frame before the camera counts as down
 
     _size = field_validator("size", mode="before")(_parse_size)
 
@@ -64,6 +65,11 @@ class PublishSection(_Strict):
     wait_for_subscriber: float = Field(0.0, ge=0)
 
 
+class MetricsSection(_Strict):
+    enabled: bool = True
+    bind: str = "127.0.0.1:9108"  # /metrics, /healthz, /readyz, /preview; 0.0.0.0:9108 to expose
+
+
 class SecuritySection(_Strict):
     curve: bool = False  # CurveZMQ on the mask bus (keys from `sparsecam keygen`)
     server_secret_key: Path | None = None  # the daemon's NAME.key_secret
@@ -81,6 +87,7 @@ class DaemonConfig(_Strict):
     model: ModelSection = Field(default_factory=ModelSection)
     publish: PublishSection = Field(default_factory=PublishSection)
     security: SecuritySection = Field(default_factory=SecuritySection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
     status_line: bool = True  # a live line each second on stderr
 
     @field_validator("cameras")

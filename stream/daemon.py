@@ -2,7 +2,9 @@
 
 The main thread takes the newest frame of each camera, runs the model (one batch across
 cameras when ``model.batch_cameras`` is set and sizes agree), and publishes each mask on
-``mask/<camera>/``. SIGINT/SIGTERM stop capture, publish "offline" and exit 0.
+``mask/<camera>/``. Beside it: Prometheus metrics, /healthz, /readyz and a live /preview on
+one HTTP server, hot model reload (file change or SIGHUP), and camera up/down tracking.
+SIGINT/SIGTERM stop capture, publish "offline" and exit 0.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 from stream.capture import CameraThread, Frame, make_source, redact
 from stream.config import DaemonConfig, load_config
 from stream.engine import Engine
-from stream.errors import UserError
+from stream.httpserver import Health, HttpServer, PreviewStore
+from stream.metrics import DaemonMetrics
 from stream.publisher import MaskPublisher
 from stream.reload import ModelReloader
 
@@ -31,34 +34,50 @@ log = logging.getLogger("sparsecam.daemon")
 
 @dataclass
 class CameraStats:
-    """Rolling figures for the status line (last ~2 s of frames)."""
+    """Rolling figures for the status line, and whether the camera is up."""
 
-    published: int = 0
     e2e: deque = field(default_factory=lambda: deque(maxlen=256))
     infer: deque = field(default_factory=lambda: deque(maxlen=256))
     stamps: deque = field(default_factory=lambda: deque(maxlen=256))
     fg_ratio: float = 0.0
+    last_frame: float = 0.0  # time.time() of the last frame taken from the camera
+    up: bool = True
 
 
 class Daemon:
-    """Owns the cameras, the engine and the publisher; ``run()`` until stopped or ``duration``."""
+    """Owns the cameras, the engine, the publisher and the HTTP server; ``run()`` until stopped."""
 
     def __init__(self, cfg: DaemonConfig, engine: Engine | None = None) -> None:
         self.cfg = cfg
         self.engine = engine or self.load_engine(cfg.model.resolved_path())
-        self.reloads = {"success": 0, "failure": 0}
+        ids = [c.id for c in cfg.cameras]
+        self.metrics = DaemonMetrics(cameras=ids)
+        self.metrics.set_model(self.engine.model_version, self.engine.provider)
+        self.health = Health(stale_after=5.0)
+        self.health.set_model_loaded(True)
+        for cam in cfg.cameras:
+            self.health.add_camera(cam.id, timeout_s=cam.timeout)
+        self.preview = PreviewStore()
         self.reloader = ModelReloader(cfg.model.resolved_path(), self.load_engine, self.swap_engine, self._reload_result)
         self.stop_event = threading.Event()
         self.cameras: dict[str, CameraThread] = {}
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
+        self.timeouts = {c.id: c.timeout for c in cfg.cameras}
+        self.http: HttpServer | None = None
         # SNDHWM must hold one burst (a mask per camera) or a fast subscriber loses masks too.
-        self.publisher = MaskPublisher(cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding, heartbeat_interval=cfg.publish.status_interval,
-                                      curve_secret_key=cfg.security.server_secret_key if cfg.security.curve else None,
-                                      curve_allowed_dir=cfg.security.allowed_clients_dir)
+        self.publisher = MaskPublisher(
+            cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding,
+            heartbeat_interval=cfg.publish.status_interval,
+            curve_secret_key=cfg.security.server_secret_key if cfg.security.curve else None,
+            curve_allowed_dir=cfg.security.allowed_clients_dir,
+        )
         try:
+            self.health.set_sockets_bound(True)
             for cam in cfg.cameras:
                 source = make_source(cam.source, size=cam.size, fps=cam.fps, loop=cam.loop)
                 self.cameras[cam.id] = CameraThread(cam.id, source, size=cam.size, pace=cam.pace)
+            if cfg.metrics.enabled:
+                self.http = HttpServer(cfg.metrics.bind, self.metrics.registry, self.health, self.preview, ids).start()
         except BaseException:
             self.publisher.close([])
             raise
@@ -71,12 +90,13 @@ class Daemon:
     def swap_engine(self, engine: Engine) -> None:
         """Called from the reload thread: the next frame uses the new model."""
         old, self.engine = self.engine, engine
+        self.metrics.set_model(engine.model_version, engine.provider)
         if old.model_version != engine.model_version:
             for cam_id in self.cameras:
                 self.publisher.publish_status(cam_id, "online", model_version=engine.model_version, provider=engine.provider)
 
     def _reload_result(self, result: str, detail: str) -> None:
-        self.reloads[result] = self.reloads.get(result, 0) + 1
+        self.metrics.model_reloaded(result == "success")
 
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -87,11 +107,17 @@ class Daemon:
 
     def run(self, duration: float | None = None) -> int:
         try:
-            if self.cfg.publish.wait_for_subscriber:
-                if not self.publisher.wait_for_subscriber(self.cfg.publish.wait_for_subscriber):
-                    log.info("no subscriber after %.1f s; starting anyway", self.cfg.publish.wait_for_subscriber)
+            wait = self.cfg.publish.wait_for_subscriber
+            t_wait = time.monotonic() + wait
+            while wait and time.monotonic() < t_wait and not self.stop_event.is_set():
+                self.health.beat()
+                if self.publisher.wait_for_subscriber(min(0.5, t_wait - time.monotonic())):
+                    break
             for cam in self.cameras.values():
                 cam.start()
+            now = time.time()
+            for st in self.stats.values():
+                st.last_frame = now  # the timeout counts from the start
             self.reloader.start()
             self._online()
             deadline = time.monotonic() + duration if duration else None
@@ -99,11 +125,11 @@ class Daemon:
             while not self.stop_event.is_set():
                 if deadline and time.monotonic() >= deadline:
                     break
-                if not self._step():
-                    if all(c.finished for c in self.cameras.values()):
-                        log.info("every source has ended")
-                        break
-                self.publisher.maybe_heartbeat(self.cameras, model_version=self.engine.model_version)
+                self.health.beat()
+                if not self._step() and all(c.finished for c in self.cameras.values()):
+                    log.info("every source has ended")
+                    break
+                self._housekeeping()
                 if time.monotonic() >= next_line:
                     next_line += 1.0
                     if self.cfg.status_line:
@@ -116,11 +142,28 @@ class Daemon:
         for cam_id in self.cameras:
             self.publisher.publish_status(cam_id, "online", model_version=self.engine.model_version, provider=self.engine.provider)
 
+    def _housekeeping(self) -> None:
+        """Counters from the capture threads, camera up/down transitions, heartbeats."""
+        now = time.time()
+        for cam_id, cam in self.cameras.items():
+            self.metrics.sync_camera(cam)
+            st = self.stats[cam_id]
+            up = cam.running and now - st.last_frame <= self.timeouts[cam_id]
+            if up != st.up:
+                st.up = up
+                reason = "no frame for %.0f s" % (now - st.last_frame) if not up else "frames again"
+                log.warning("camera %s is %s (%s)", cam_id, "up" if up else "DOWN", reason)
+                self.publisher.publish_status(cam_id, "online" if up else "offline", reason=reason, model_version=self.engine.model_version)
+            self.metrics.camera_state(cam_id, up)
+        self.publisher.maybe_heartbeat([c for c, st in self.stats.items() if st.up], model_version=self.engine.model_version)
+
     def shutdown(self) -> None:
         self.reloader.stop()
         for cam in self.cameras.values():
             cam.stop(timeout=0.5)
         self.publisher.close(list(self.cameras), reason="stopped")
+        if self.http is not None:
+            self.http.stop()
 
     # -- the pipeline ------------------------------------------------------------------
     def _gather(self) -> list[Frame]:
@@ -138,38 +181,48 @@ class Daemon:
         frames = self._gather()
         if not frames:
             return False
-        groups: list[list[Frame]]
+        t_pick = time.time()
         if self.cfg.model.batch_cameras and len(frames) > 1 and len({f.image.shape for f in frames}) == 1:
             groups = [frames]
         else:
             groups = [[f] for f in frames]
         engine = self.engine  # one model per step: a reload swaps between frames
         for group in groups:
-            t0 = time.time()
-            masks = engine.run(np.stack([f.image for f in group]))
+            t0 = time.perf_counter()
+            batch = np.stack([f.image for f in group])
+            t1 = time.perf_counter()
+            masks = engine.run(batch)
+            t2 = time.perf_counter()
             t_done = time.time()
+            share = 1.0 / len(group)
             for frame, mask in zip(group, masks):
                 fg = float(np.count_nonzero(mask)) / mask.size
-                self.publisher.publish_mask(frame.camera, frame.seq, mask, frame.t_capture, t_done, engine.model_version, fg)
-                st = self.stats[frame.camera]
+                sent = self.publisher.publish_mask(frame.camera, frame.seq, mask, frame.t_capture, t_done, engine.model_version, fg)
                 now = time.time()
-                st.published += 1
-                st.e2e.append(now - frame.t_capture)
-                st.infer.append((t_done - t0) / len(group))
+                e2e = now - frame.t_capture
+                stages = {"capture": t_pick - frame.t_capture, "preprocess": (t1 - t0) * share, "inference": (t2 - t1) * share,
+                          "encode": self.publisher.last_encode_s, "publish": self.publisher.last_send_s}
+                self.metrics.observe_frame(frame.camera, t_capture=frame.t_capture, stages=stages, e2e=e2e, bytes_sent=sent, fg_ratio=fg)
+                self.health.camera_frame(frame.camera, frame.t_capture)
+                self.preview.update(frame.camera, frame.image, mask, e2e)
+                st = self.stats[frame.camera]
+                st.e2e.append(e2e)
+                st.infer.append((t2 - t1) * share)
                 st.stamps.append(now)
                 st.fg_ratio = fg
+                st.last_frame = now
         return True
 
     def status_line(self) -> str:
         parts = []
         now = time.time()
         for cam_id, st in self.stats.items():
-            recent = [t for t in st.stamps if now - t <= 2.0]
-            fps = len(recent) / 2.0
+            fps = sum(1 for t in st.stamps if now - t <= 2.0) / 2.0
             e2e = np.array(st.e2e) * 1000 if st.e2e else np.zeros(1)
             inf = np.array(st.infer) * 1000 if st.infer else np.zeros(1)
             cam = self.cameras[cam_id]
-            parts.append(f"{cam_id}: {fps:5.1f} fps  e2e p50 {np.percentile(e2e, 50):5.1f} ms p99 {np.percentile(e2e, 99):5.1f} ms  "
+            state = "" if st.up else " DOWN"
+            parts.append(f"{cam_id}{state}: {fps:5.1f} fps  e2e p50 {np.percentile(e2e, 50):5.1f} ms p99 {np.percentile(e2e, 99):5.1f} ms  "
                          f"infer {np.median(inf):4.1f} ms  drops {cam.dropped}  fg {100 * st.fg_ratio:4.1f}%")
         return " | ".join(parts)
 
@@ -181,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="override model.path")
     p.add_argument("--source", help="override the first camera's source")
     p.add_argument("--endpoint", action="append", help="override publish.endpoints (repeatable)")
+    p.add_argument("--metrics-bind", help="override metrics.bind (host:port)")
     p.add_argument("--quiet", action="store_true", help="no status line")
     return p
 
@@ -194,6 +248,8 @@ def cli(argv: list[str]) -> int:
         cfg.cameras[0].source = args.source
     if args.endpoint:
         cfg.publish.endpoints = args.endpoint
+    if args.metrics_bind:
+        cfg.metrics.bind = args.metrics_bind
     if args.quiet:
         cfg.status_line = False
     daemon = Daemon(cfg)
@@ -202,6 +258,9 @@ def cli(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, daemon.request_reload)
     eps = " ".join(f"--endpoint {e}" for e in daemon.publisher.endpoints)
     cams = ", ".join(f"{cid} ({redact(c.source)})" for cid, c in zip(daemon.cameras, cfg.cameras))
-    print(f"sparsecam serve: {cams} -> model {daemon.engine.path.name} [{daemon.engine.model_version}] on {daemon.engine.provider} -> {', '.join(daemon.publisher.endpoints)}", file=sys.stderr)
+    print(f"sparsecam serve: {cams} -> model {daemon.engine.path.name} [{daemon.engine.model_version}] on {daemon.engine.provider} "
+          f"-> {', '.join(daemon.publisher.endpoints)}", file=sys.stderr)
+    if daemon.http is not None:
+        print(f"metrics {daemon.http.url}/metrics, live preview {daemon.http.url}/preview", file=sys.stderr)
     print(f"try it: sparsecam subscribe {eps} --count 10", file=sys.stderr, flush=True)
     return daemon.run(args.duration)

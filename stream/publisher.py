@@ -74,6 +74,7 @@ class MaskPublisher:
         # first subscriber before replaying a file (see wait_for_subscriber).
         self._sock = self._ctx.socket(zmq.XPUB)
         self.subscriptions = 0
+        self.last_encode_s = self.last_send_s = 0.0
         self._curve = None
         if curve_secret_key is not None:
             from stream.security import CurveServer
@@ -135,7 +136,11 @@ class MaskPublisher:
         model_version: str = "",
         fg_ratio: float | None = None,
     ) -> int:
-        """Encode and send one mask; returns the bytes handed to ZeroMQ (0 when dropped)."""
+        """Encode and send one mask; returns the bytes handed to ZeroMQ (0 when dropped).
+
+        ``last_encode_s`` and ``last_send_s`` hold the two stages' durations (for metrics).
+        """
+        t0 = time.perf_counter()
         parts = encode_mask(
             camera,
             seq,
@@ -146,8 +151,11 @@ class MaskPublisher:
             model_version=model_version,
             fg_ratio=fg_ratio,
         )
+        t1 = time.perf_counter()
         self.cameras.add(camera)
-        return self._send(parts)
+        sent = self._send(parts)
+        self.last_encode_s, self.last_send_s = t1 - t0, time.perf_counter() - t1
+        return sent
 
     def publish_status(self, camera: str, state: str, **fields: Any) -> int:
         """Send ``status/<camera>/`` with state "online"/"offline" and optional fields."""

@@ -28,6 +28,7 @@ def start_daemon(tmp_path: Path, config: dict, *args: str) -> tuple[subprocess.P
         publish["endpoints"] = [f"tcp://127.0.0.1:{free_port()}"]
     config["publish"] = publish
     config.setdefault("status_line", False)
+    config.setdefault("metrics", {"bind": f"127.0.0.1:{free_port()}"})
     path = tmp_path / f"sparsecam-{time.monotonic_ns()}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARSECAM_") or k == "SPARSECAM_DATA"}
