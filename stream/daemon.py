@@ -28,6 +28,7 @@ from stream.httpserver import Health, HttpServer, PreviewStore
 from stream.metrics import DaemonMetrics
 from stream.publisher import MaskPublisher
 from stream.reload import ModelReloader
+from stream.sdnotify import Notifier
 
 log = logging.getLogger("sparsecam.daemon")
 
@@ -64,6 +65,10 @@ class Daemon:
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
         self.timeouts = {c.id: c.timeout for c in cfg.cameras}
         self.http: HttpServer | None = None
+        self.notifier = Notifier()
+        self._watchdog_every = (self.notifier.watchdog_interval() or 0.0) / 2
+        self._last_watchdog = 0.0
+        self._published_since_ping = False
         # SNDHWM must hold one burst (a mask per camera) or a fast subscriber loses masks too.
         self.publisher = MaskPublisher(
             cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding,
@@ -97,6 +102,7 @@ class Daemon:
 
     def _reload_result(self, result: str, detail: str) -> None:
         self.metrics.model_reloaded(result == "success")
+        self.notifier.status(f"model reload {result}: {detail[:200]}")
 
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -120,6 +126,7 @@ class Daemon:
                 st.last_frame = now  # the timeout counts from the start
             self.reloader.start()
             self._online()
+            self.notifier.ready(f"serving {len(self.cameras)} camera(s) with model {self.engine.model_version}")
             deadline = time.monotonic() + duration if duration else None
             next_line = time.monotonic() + 1.0
             while not self.stop_event.is_set():
@@ -156,8 +163,14 @@ class Daemon:
                 self.publisher.publish_status(cam_id, "online" if up else "offline", reason=reason, model_version=self.engine.model_version)
             self.metrics.camera_state(cam_id, up)
         self.publisher.maybe_heartbeat([c for c, st in self.stats.items() if st.up], model_version=self.engine.model_version)
+        # systemd's watchdog is fed only while masks flow: a pipeline that stalls gets restarted.
+        mono = time.monotonic()
+        if self._watchdog_every and self._published_since_ping and mono - self._last_watchdog >= self._watchdog_every:
+            self.notifier.watchdog()
+            self._last_watchdog, self._published_since_ping = mono, False
 
     def shutdown(self) -> None:
+        self.notifier.stopping()
         self.reloader.stop()
         for cam in self.cameras.values():
             cam.stop(timeout=0.5)
@@ -211,6 +224,7 @@ class Daemon:
                 st.stamps.append(now)
                 st.fg_ratio = fg
                 st.last_frame = now
+        self._published_since_ping = True
         return True
 
     def status_line(self) -> str:

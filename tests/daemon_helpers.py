@@ -20,8 +20,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_daemon(tmp_path: Path, config: dict, *args: str) -> tuple[subprocess.Popen, str]:
-    """Write ``config`` (publish endpoint filled in if absent) and start the daemon; returns (proc, endpoint)."""
+def start_daemon(tmp_path: Path, config: dict, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Write ``config`` (free ports filled in) and start the daemon; returns (proc, endpoint).
+
+    ``proc.metrics_url`` is the daemon's HTTP server (metrics, health, preview).
+    """
     config = dict(config)
     publish = dict(config.get("publish", {}))
     if "endpoints" not in publish:
@@ -31,11 +34,13 @@ def start_daemon(tmp_path: Path, config: dict, *args: str) -> tuple[subprocess.P
     config.setdefault("metrics", {"bind": f"127.0.0.1:{free_port()}"})
     path = tmp_path / f"sparsecam-{time.monotonic_ns()}.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARSECAM_") or k == "SPARSECAM_DATA"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SPARSECAM_") or k == "SPARSECAM_DATA"}
+    env = {**base, **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "stream.cli", "serve", "--config", str(path), *args],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
+    proc.metrics_url = f"http://{config['metrics']['bind']}" if config["metrics"].get("bind") else None  # type: ignore[attr-defined]
     return proc, publish["endpoints"][0]
 
 
