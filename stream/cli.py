@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "train": ("training.train", "learn a model from unlabeled footage", "train"),
     "eval": ("training.evaluate", "score a model or a classic method on a CDnet-style set", None),
     "export": ("export.onnx_export", "export a checkpoint to ONNX (with parity check)", "train"),
+    "record": ("stream.recorder", "record footage for retraining, without serving masks", None),
     "keygen": ("stream.security", "create a CurveZMQ key pair for the mask bus", None),
     "synth": ("stream.synthetic", "write the built-in synthetic scene to an image folder", None),
 }

@@ -65,6 +65,21 @@ class PublishSection(_Strict):
     wait_for_subscriber: float = Field(0.0, ge=0)
 
 
+class RecordingSection(_Strict):
+    enabled: bool = False
+    dir: Path = Path("recordings")  # <dir>/<camera>/NNNNNNNNN.jpg + manifest.jsonl
+    every: float = Field(10.0, gt=0)  # seconds between periodic frames
+    burst_on_change: float = Field(0.05, ge=0)  # foreground-ratio jump that starts a burst (0 = off)
+    burst_frames: int = Field(5, ge=0)
+    quota_mb: float = Field(1024, gt=0)  # per camera; oldest frames are deleted first
+
+    def policy(self):  # -> stream.recorder.RecordPolicy
+        from stream.recorder import RecordPolicy
+
+        return RecordPolicy(every=self.every, burst_on_change=self.burst_on_change, burst_frames=self.burst_frames,
+                            quota_bytes=int(self.quota_mb * 1e6))
+
+
 class MetricsSection(_Strict):
     enabled: bool = True
     bind: str = "127.0.0.1:9108"  # /metrics, /healthz, /readyz, /preview; 0.0.0.0:9108 to expose
@@ -88,6 +103,7 @@ class DaemonConfig(_Strict):
     publish: PublishSection = Field(default_factory=PublishSection)
     security: SecuritySection = Field(default_factory=SecuritySection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    recording: RecordingSection = Field(default_factory=RecordingSection)
     status_line: bool = True  # a live line each second on stderr
 
     @field_validator("cameras")

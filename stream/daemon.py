@@ -65,6 +65,11 @@ class Daemon:
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
         self.timeouts = {c.id: c.timeout for c in cfg.cameras}
         self.http: HttpServer | None = None
+        self.recorders = {}
+        if cfg.recording.enabled:
+            from stream.recorder import CameraRecorder
+
+            self.recorders = {c.id: CameraRecorder(cfg.recording.dir, c.id, cfg.recording.policy()) for c in cfg.cameras}
         self.notifier = Notifier()
         self._watchdog_every = (self.notifier.watchdog_interval() or 0.0) / 2
         self._last_watchdog = 0.0
@@ -175,6 +180,8 @@ class Daemon:
         for cam in self.cameras.values():
             cam.stop(timeout=0.5)
         self.publisher.close(list(self.cameras), reason="stopped")
+        for rec in self.recorders.values():
+            rec.close()
         if self.http is not None:
             self.http.stop()
 
@@ -218,6 +225,8 @@ class Daemon:
                 self.metrics.observe_frame(frame.camera, t_capture=frame.t_capture, stages=stages, e2e=e2e, bytes_sent=sent, fg_ratio=fg)
                 self.health.camera_frame(frame.camera, frame.t_capture)
                 self.preview.update(frame.camera, frame.image, mask, e2e)
+                if self.recorders:
+                    self.recorders[frame.camera].offer(frame.image, frame.t_capture, fg)
                 st = self.stats[frame.camera]
                 st.e2e.append(e2e)
                 st.infer.append((t2 - t1) * share)

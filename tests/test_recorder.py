@@ -1,0 +1,114 @@
+"""Recording: policy, atomic files + manifest that training reads, quota, failures that never stop masks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from stream.client import MaskSubscriber
+from stream.recorder import MANIFEST, CameraRecorder, RecordPolicy
+from stream.synthetic import SceneConfig, SyntheticScene
+from tests.daemon_helpers import REPO, start_daemon, stop
+from training.data import load_footage
+
+SCENE = SyntheticScene(SceneConfig(width=160, height=120))
+
+
+def frame(t: int) -> np.ndarray:
+    return SCENE.frame(t)[0]
+
+
+def test_periodic_and_burst_policy(tmp_path):
+    rec = CameraRecorder(tmp_path, "cam0", RecordPolicy(every=10, burst_on_change=0.05, burst_frames=3, burst_interval=0.5))
+    kept = [t for t in np.arange(0, 30, 0.1) if rec.offer(frame(0), float(t), fg_ratio=0.01)]
+    assert [round(k, 1) for k in kept] == [0.0, 10.0, 20.0]
+    kept = [t for t in np.arange(30, 33, 0.1) if rec.offer(frame(0), float(t), fg_ratio=0.2 if t > 31 else 0.01)]
+    rec.close()
+    # periodic at 30, then a burst of 3 frames 0.5 s apart once the ratio jumps
+    assert round(kept[0], 1) == 30.0 and len(kept) == 4
+    assert np.allclose(np.diff(kept[1:]), 0.5, atol=0.11)
+
+
+def test_files_and_manifest_feed_training(tmp_path):
+    rec = CameraRecorder(tmp_path, "door", RecordPolicy(every=1))
+    for i in range(6):
+        assert rec.offer(frame(i * 7), 1000.0 + i, fg_ratio=0.03)
+        time.sleep(0.05)
+    rec.close()
+    entries = [json.loads(x) for x in (tmp_path / "door" / MANIFEST).read_text().splitlines()]
+    assert [e["t"] for e in entries] == [1000.0 + i for i in range(6)]
+    assert all(e["camera"] == "door" and (e["width"], e["height"]) == (160, 120) for e in entries)
+    assert not list((tmp_path / "door").glob(".*.tmp"))
+    footage = load_footage([tmp_path / "door"], progress=False)
+    assert footage.frames.shape == (6, 120, 160, 3)
+    assert np.allclose(footage.timestamps, [1000.0 + i for i in range(6)])
+    # a second recorder continues the numbering
+    rec2 = CameraRecorder(tmp_path, "door", RecordPolicy(every=1))
+    rec2.offer(frame(99), 2000.0)
+    rec2.close()
+    assert len(load_footage([tmp_path / "door"], progress=False).frames) == 7
+
+
+def test_quota_deletes_oldest_first(tmp_path):
+    one = len(__import__("cv2").imencode(".jpg", frame(0), [1, 92])[1])
+    quota = int(one * 4.5)
+    rec = CameraRecorder(tmp_path, "cam0", RecordPolicy(every=1, quota_bytes=quota))
+    for i in range(12):
+        rec.offer(frame(i * 13), float(i))
+        time.sleep(0.03)
+    rec.close()
+    files = sorted((tmp_path / "cam0").glob("*.jpg"))
+    assert sum(f.stat().st_size for f in files) <= quota
+    assert rec.deleted == 12 - len(files) > 0
+    names = [json.loads(x)["file"] for x in (tmp_path / "cam0" / MANIFEST).read_text().splitlines()]
+    assert names == [f.name for f in files]  # the newest kept, manifest compacted
+    assert files[-1].name == f"{11:09d}.jpg"
+
+
+def test_unwritable_directory_is_reported_not_raised(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    rec = CameraRecorder(blocker / "sub", "cam0", RecordPolicy(every=1))
+    for i in range(3):
+        rec.offer(frame(i), float(i))
+    rec.close()
+    assert rec.written == 0 and rec.errors >= 1
+    assert sum("cannot record" in r.message for r in caplog.records) == 1  # logged once, not per frame
+
+
+def test_daemon_records_and_keeps_publishing_when_recording_fails(tmp_path):
+    good = {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 30}],
+            "recording": {"enabled": True, "dir": str(tmp_path / "rec"), "every": 0.2}}
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    bad = {**good, "recording": {**good["recording"], "dir": str(blocker / "rec")}}
+    for cfg, expect_files in ((good, True), (bad, False)):
+        proc, ep = start_daemon(tmp_path, cfg)
+        try:
+            with MaskSubscriber([ep], max_age=None) as sub:
+                got, t_end = 0, time.monotonic() + 20
+                while got < 45 and time.monotonic() < t_end:
+                    got += sub.recv(timeout=0.5) is not None
+        finally:
+            code, err = stop(proc)
+        assert got == 45 and code == 0, err[-2000:]
+        files = list((tmp_path / "rec" / "cam0").glob("*.jpg")) if expect_files else []
+        assert (len(files) >= 3) == expect_files
+        if not expect_files:
+            assert "cannot record" in err
+
+
+def test_record_cli(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"cameras": [{"id": "cam0", "source": "synthetic:size=160x120", "fps": 20}]}))
+    res = subprocess.run([sys.executable, "-m", "stream.cli", "record", "--config", str(cfg), "--dir", str(tmp_path / "r"),
+                          "--every", "0.25", "--duration", "2"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(list((tmp_path / "r" / "cam0").glob("*.jpg"))) >= 5
+    assert "frames written" in res.stdout
