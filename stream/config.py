@@ -40,6 +40,7 @@ class CameraConfig(_Strict):
     loop: bool = False  # loop a video file or image folder
     pace: bool = False  # play a file or folder in real time (then frames may be dropped)
     timeout: float = Field(5.0, gt=0)  # seconds without a frame before the camera counts as down
+    model: Path | None = None  # this camera's model (default: model.dir/<id>/current.onnx, else model.path)
 
     _size = field_validator("size", mode="before")(_parse_size)
 
@@ -49,10 +50,20 @@ class ModelSection(_Strict):
     providers: list[str] | None = None  # None: best of TensorRT, CUDA, CPU available
     intra_op_threads: int = Field(0, ge=0)
     require_gpu: bool = False
-    batch_cameras: bool = False  # run frames of several cameras in one batch
+    batch_cameras: bool = False  # run frames of cameras sharing a model in one batch
+    dir: Path | None = None  # per-camera models: <dir>/<camera>/current.onnx (what `sparsecam retrain` writes)
+    bootstrap: bool = True  # with dir: a camera without a model yet gets MOG2 masks ("bootstrap-mog2")
 
     def resolved_path(self) -> Path:
         return self.path if self.path is not None else BUNDLED_MODEL
+
+
+class RetrainSection(_Strict):
+    """The daemon starting a camera's first training itself (bootstrap), at low priority."""
+
+    auto_first: bool = False  # when a bootstrapping camera has recorded min_frames, run the command once
+    min_frames: int = Field(300, ge=16)
+    command: str = "sparsecam retrain --camera {camera} --models {models} --recordings {recordings}"
 
 
 class PublishSection(_Strict):
@@ -104,6 +115,17 @@ class DaemonConfig(_Strict):
     security: SecuritySection = Field(default_factory=SecuritySection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     recording: RecordingSection = Field(default_factory=RecordingSection)
+    retrain: RetrainSection = Field(default_factory=RetrainSection)
+
+    def camera_model(self, cam: CameraConfig) -> tuple[Path, bool]:
+        """(model path of this camera, whether it may bootstrap while that file is missing)."""
+        if cam.model is not None:
+            return cam.model, False
+        if self.model.dir is not None:
+            path = self.model.dir / cam.id / "current.onnx"
+            if path.exists() or self.model.bootstrap:
+                return path, self.model.bootstrap
+        return self.model.resolved_path(), False
     status_line: bool = True  # a live line each second on stderr
 
     @field_validator("cameras")

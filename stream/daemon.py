@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -27,10 +30,13 @@ from stream.engine import Engine
 from stream.httpserver import Health, HttpServer, PreviewStore
 from stream.metrics import DaemonMetrics
 from stream.publisher import MaskPublisher
+from stream.bootstrap import Mog2Engine
 from stream.reload import ModelReloader
 from stream.sdnotify import Notifier
 
 log = logging.getLogger("sparsecam.daemon")
+
+EngineLike = Engine | Mog2Engine  # run(frames) -> masks, model_version, provider
 
 
 @dataclass
@@ -50,30 +56,51 @@ class Daemon:
 
     def __init__(self, cfg: DaemonConfig, engine: Engine | None = None) -> None:
         self.cfg = cfg
-        self.engine = engine or self.load_engine(cfg.model.resolved_path())
         ids = [c.id for c in cfg.cameras]
+        self.engines: dict[str, EngineLike] = {}  # camera -> the model serving it
+        self.model_paths: dict[str, Path] = {}
+        self.bootstrapping: set[str] = set()
+        shared: dict[Path, EngineLike] = {}
+        for cam in cfg.cameras:
+            path, may_bootstrap = cfg.camera_model(cam)
+            self.model_paths[cam.id] = path
+            if engine is not None:
+                self.engines[cam.id] = engine
+            elif may_bootstrap and not path.exists():
+                log.warning("camera %s has no model yet (%s): serving MOG2 masks until one appears", cam.id, path)
+                self.engines[cam.id] = Mog2Engine()
+                self.bootstrapping.add(cam.id)
+            else:
+                if path not in shared:
+                    shared[path] = self.load_engine(path)
+                self.engines[cam.id] = shared[path]
         self.metrics = DaemonMetrics(cameras=ids)
-        self.metrics.set_model(self.engine.model_version, self.engine.provider)
+        first = self.engines[ids[0]]
+        self.metrics.set_model(first.model_version, first.provider)
         self.health = Health(stale_after=5.0)
         self.health.set_model_loaded(True)
         for cam in cfg.cameras:
             self.health.add_camera(cam.id, timeout_s=cam.timeout)
         self.preview = PreviewStore()
-        self.reloader = ModelReloader(cfg.model.resolved_path(), self.load_engine, self.swap_engine, self._reload_result)
+        self.reloaders = [
+            ModelReloader(path, self.load_engine, lambda e, p=path: self.swap_engine(p, e), self._reload_result)
+            for path in sorted(set(self.model_paths.values()))
+        ]
         self.stop_event = threading.Event()
         self.cameras: dict[str, CameraThread] = {}
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
         self.timeouts = {c.id: c.timeout for c in cfg.cameras}
         self.http: HttpServer | None = None
+        self.notifier = Notifier()
+        self._watchdog_every = (self.notifier.watchdog_interval() or 0.0) / 2
+        self._last_watchdog = 0.0
+        self._published_since_ping = False
         self.recorders = {}
         if cfg.recording.enabled:
             from stream.recorder import CameraRecorder
 
             self.recorders = {c.id: CameraRecorder(cfg.recording.dir, c.id, cfg.recording.policy()) for c in cfg.cameras}
-        self.notifier = Notifier()
-        self._watchdog_every = (self.notifier.watchdog_interval() or 0.0) / 2
-        self._last_watchdog = 0.0
-        self._published_since_ping = False
+        self.first_training: dict[str, subprocess.Popen] = {}
         # SNDHWM must hold one burst (a mask per camera) or a fast subscriber loses masks too.
         self.publisher = MaskPublisher(
             cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding,
@@ -92,17 +119,27 @@ class Daemon:
             self.publisher.close([])
             raise
 
+    @property
+    def engine(self) -> EngineLike:
+        """The first camera's model (the one a single-camera daemon serves)."""
+        return next(iter(self.engines.values()))
+
     # -- model ---------------------------------------------------------------------------
     def load_engine(self, path: Path) -> Engine:
         m = self.cfg.model
         return Engine(path, m.providers, m.intra_op_threads, m.require_gpu)
 
-    def swap_engine(self, engine: Engine) -> None:
-        """Called from the reload thread: the next frame uses the new model."""
-        old, self.engine = self.engine, engine
+    def swap_engine(self, path: Path, engine: Engine) -> None:
+        """Called from a reload thread: the next frame of every camera using ``path`` uses it."""
         self.metrics.set_model(engine.model_version, engine.provider)
-        if old.model_version != engine.model_version:
-            for cam_id in self.cameras:
+        for cam_id, cam_path in self.model_paths.items():
+            if cam_path != path:
+                continue
+            old, self.engines[cam_id] = self.engines[cam_id], engine
+            if cam_id in self.bootstrapping:
+                self.bootstrapping.discard(cam_id)
+                log.info("camera %s: switching from %s to its own model %s", cam_id, old.model_version, engine.model_version)
+            if old.model_version != engine.model_version and cam_id in self.cameras:
                 self.publisher.publish_status(cam_id, "online", model_version=engine.model_version, provider=engine.provider)
 
     def _reload_result(self, result: str, detail: str) -> None:
@@ -114,7 +151,9 @@ class Daemon:
         self.stop_event.set()
 
     def request_reload(self, *_: object) -> None:
-        self.reloader.request()
+        for reloader in self.reloaders:
+            if reloader.path.exists():
+                reloader.request()
 
     def run(self, duration: float | None = None) -> int:
         try:
@@ -129,7 +168,8 @@ class Daemon:
             now = time.time()
             for st in self.stats.values():
                 st.last_frame = now  # the timeout counts from the start
-            self.reloader.start()
+            for reloader in self.reloaders:
+                reloader.start()
             self._online()
             self.notifier.ready(f"serving {len(self.cameras)} camera(s) with model {self.engine.model_version}")
             deadline = time.monotonic() + duration if duration else None
@@ -152,7 +192,8 @@ class Daemon:
 
     def _online(self) -> None:
         for cam_id in self.cameras:
-            self.publisher.publish_status(cam_id, "online", model_version=self.engine.model_version, provider=self.engine.provider)
+            eng = self.engines[cam_id]
+            self.publisher.publish_status(cam_id, "online", model_version=eng.model_version, provider=eng.provider)
 
     def _housekeeping(self) -> None:
         """Counters from the capture threads, camera up/down transitions, heartbeats."""
@@ -165,18 +206,46 @@ class Daemon:
                 st.up = up
                 reason = "no frame for %.0f s" % (now - st.last_frame) if not up else "frames again"
                 log.warning("camera %s is %s (%s)", cam_id, "up" if up else "DOWN", reason)
-                self.publisher.publish_status(cam_id, "online" if up else "offline", reason=reason, model_version=self.engine.model_version)
+                self.publisher.publish_status(cam_id, "online" if up else "offline", reason=reason, model_version=self.engines[cam_id].model_version)
             self.metrics.camera_state(cam_id, up)
         self.publisher.maybe_heartbeat([c for c, st in self.stats.items() if st.up], model_version=self.engine.model_version)
+        if self.cfg.retrain.auto_first and self.recorders:
+            self._maybe_start_first_training()
         # systemd's watchdog is fed only while masks flow: a pipeline that stalls gets restarted.
         mono = time.monotonic()
         if self._watchdog_every and self._published_since_ping and mono - self._last_watchdog >= self._watchdog_every:
             self.notifier.watchdog()
             self._last_watchdog, self._published_since_ping = mono, False
 
+    def _maybe_start_first_training(self) -> None:
+        """Bootstrap: once a camera without a model has recorded enough, train its first model."""
+        cfg = self.cfg.retrain
+        for cam_id in sorted(self.bootstrapping):
+            proc = self.first_training.get(cam_id)
+            if proc is not None:
+                if proc.poll() is not None and not getattr(proc, "reported", False):
+                    proc.reported = True  # type: ignore[attr-defined]
+                    log.log(logging.INFO if proc.returncode == 0 else logging.ERROR,
+                            "camera %s: first training exited with %d", cam_id, proc.returncode)
+                continue
+            rec = self.recorders[cam_id]
+            if rec.written + rec.existing < cfg.min_frames:
+                continue
+            cmd = cfg.command.format(camera=cam_id, models=self.cfg.model.dir, recordings=self.cfg.recording.dir)
+            log.info("camera %s: %d frames recorded, starting its first training at low priority: %s", cam_id, rec.written + rec.existing, cmd)
+            try:
+                self.first_training[cam_id] = subprocess.Popen(shlex.split(cmd), preexec_fn=lambda: os.nice(19), stdin=subprocess.DEVNULL)
+            except OSError as exc:
+                log.error("camera %s: cannot start first training (%s); still bootstrapping", cam_id, exc)
+                self.first_training[cam_id] = subprocess.Popen(["true"])  # do not retry every loop
+
     def shutdown(self) -> None:
         self.notifier.stopping()
-        self.reloader.stop()
+        for reloader in self.reloaders:
+            reloader.stop()
+        for proc in self.first_training.values():
+            if proc.poll() is None:
+                log.info("leaving first training (pid %d) to finish on its own", proc.pid)
         for cam in self.cameras.values():
             cam.stop(timeout=0.5)
         self.publisher.close(list(self.cameras), reason="stopped")
@@ -202,12 +271,15 @@ class Daemon:
         if not frames:
             return False
         t_pick = time.time()
-        if self.cfg.model.batch_cameras and len(frames) > 1 and len({f.image.shape for f in frames}) == 1:
-            groups = [frames]
+        groups: list[tuple[EngineLike, list[Frame]]] = []
+        if self.cfg.model.batch_cameras and len(frames) > 1:
+            by_key: dict[tuple, list[Frame]] = {}
+            for f in frames:  # one batch per (model, frame size); a swap lands between steps
+                by_key.setdefault((id(self.engines[f.camera]), f.image.shape), []).append(f)
+            groups = [(self.engines[g[0].camera], g) for g in by_key.values()]
         else:
-            groups = [[f] for f in frames]
-        engine = self.engine  # one model per step: a reload swaps between frames
-        for group in groups:
+            groups = [(self.engines[f.camera], [f]) for f in frames]
+        for engine, group in groups:
             t0 = time.perf_counter()
             batch = np.stack([f.image for f in group])
             t1 = time.perf_counter()
@@ -280,9 +352,11 @@ def cli(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, daemon.request_stop)
     signal.signal(signal.SIGHUP, daemon.request_reload)
     eps = " ".join(f"--endpoint {e}" for e in daemon.publisher.endpoints)
-    cams = ", ".join(f"{cid} ({redact(c.source)})" for cid, c in zip(daemon.cameras, cfg.cameras))
-    print(f"sparsecam serve: {cams} -> model {daemon.engine.path.name} [{daemon.engine.model_version}] on {daemon.engine.provider} "
-          f"-> {', '.join(daemon.publisher.endpoints)}", file=sys.stderr)
+    for cam in cfg.cameras:
+        eng = daemon.engines[cam.id]
+        model = f"{daemon.model_paths[cam.id].name} [{eng.model_version}]" if cam.id not in daemon.bootstrapping else f"MOG2 bootstrap (waiting for {daemon.model_paths[cam.id]})"
+        print(f"sparsecam serve: {cam.id} ({redact(cam.source)}) -> {model} on {eng.provider}", file=sys.stderr)
+    print(f"publishing on {', '.join(daemon.publisher.endpoints)}", file=sys.stderr)
     if daemon.http is not None:
         print(f"metrics {daemon.http.url}/metrics, live preview {daemon.http.url}/preview", file=sys.stderr)
     print(f"try it: sparsecam subscribe {eps} --count 10", file=sys.stderr, flush=True)

@@ -59,6 +59,7 @@ class CameraRecorder:
         self._last_fg: float | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._seq = 0
+        self.existing = 0  # frames found from earlier runs
         self._bytes = 0
         self._files: list[tuple[str, int]] = []  # (name, size), oldest first
         self._thread = threading.Thread(target=self._run, name=f"record-{camera}", daemon=True)
@@ -104,6 +105,7 @@ class CameraRecorder:
             size = p.stat().st_size
             self._files.append((p.name, size))
             self._bytes += size
+        self.existing = len(files)
         if files:
             try:
                 self._seq = int(files[-1].stem) + 1

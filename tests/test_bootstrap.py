@@ -1,0 +1,81 @@
+"""A camera with no model: MOG2 masks marked bootstrap-mog2, then its own model as soon as it exists."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+
+from stream.bootstrap import BOOTSTRAP_VERSION
+from stream.client import MaskSubscriber
+from stream.modelinfo import BUNDLED_MODEL
+from stream.synthetic import SceneConfig, write_cdnet_folder
+from tests.daemon_helpers import start_daemon, stop
+
+
+def bundled_version() -> str:
+    from stream.engine import Engine
+
+    return Engine(BUNDLED_MODEL, warmup=False).model_version
+
+
+def wait_version(sub: MaskSubscriber, version: str, timeout: float) -> list:
+    seen, t_end = [], time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        msg = sub.recv(timeout=0.2)
+        if msg is not None:
+            seen.append(msg)
+            if msg.model_version == version:
+                return seen
+    return seen
+
+
+def test_bootstrap_then_switch_without_losing_a_frame(tmp_path):
+    models = tmp_path / "models"
+    frames = write_cdnet_folder(tmp_path / "scene", 30, SceneConfig(), start=6000, progress=False) / "input"
+    cfg = {"cameras": [{"id": "cam0", "source": str(frames), "loop": True}],
+           "model": {"dir": str(models)}, "publish": {"wait_for_subscriber": 10}}
+    proc, ep = start_daemon(tmp_path, cfg)
+    try:
+        with MaskSubscriber([ep], max_age=None, rcvhwm=1000) as sub:
+            first = wait_version(sub, BOOTSTRAP_VERSION, 20)
+            assert first and first[-1].model_version == BOOTSTRAP_VERSION, stop(proc)[1][-2000:]
+            assert any(m.fg_ratio > 0 for m in wait_version(sub, "never", 1.5))  # MOG2 does find the objects
+            (models / "cam0").mkdir(parents=True)
+            shutil.copy(BUNDLED_MODEL, models / "cam0" / ".current.onnx.tmp")
+            (models / "cam0" / ".current.onnx.tmp").rename(models / "cam0" / "current.onnx")
+            seen = wait_version(sub, bundled_version(), 20)
+            assert seen and seen[-1].model_version == bundled_version()
+            assert sub.stats.gaps == 0
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err[-2000:]
+    assert "switching from bootstrap-mog2" in err
+
+
+def test_first_training_is_started_once_enough_is_recorded(tmp_path):
+    """auto_first runs the configured command (here a stand-in for `sparsecam retrain`)."""
+    models, rec = tmp_path / "models", tmp_path / "rec"
+    fake = tmp_path / "fake_retrain.py"
+    fake.write_text(
+        "import shutil, sys, pathlib\n"
+        "cam, models, rec = sys.argv[1:4]\n"
+        "n = len(list(pathlib.Path(rec, cam).glob('*.jpg')))\n"
+        "assert n >= 20, n\n"
+        "d = pathlib.Path(models, cam); d.mkdir(parents=True, exist_ok=True)\n"
+        f"shutil.copy({str(BUNDLED_MODEL)!r}, d / '.tmp.onnx'); (d / '.tmp.onnx').rename(d / 'current.onnx')\n"
+    )
+    cfg = {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 30}],
+           "model": {"dir": str(models)},
+           "recording": {"enabled": True, "dir": str(rec), "every": 0.05},
+           "retrain": {"auto_first": True, "min_frames": 20, "command": f"{sys.executable} {fake} {{camera}} {{models}} {{recordings}}"}}
+    proc, ep = start_daemon(tmp_path, cfg)
+    try:
+        with MaskSubscriber([ep], max_age=None) as sub:
+            seen = wait_version(sub, bundled_version(), 40)
+    finally:
+        code, err = stop(proc)
+    versions = [m.model_version for m in seen]
+    assert versions[0] == BOOTSTRAP_VERSION and versions[-1] == bundled_version(), err[-3000:]
+    assert err.count("starting its first training") == 1
+    assert code == 0
