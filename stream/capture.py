@@ -12,6 +12,13 @@ Live sources keep only the newest frames (an unread older frame is replaced and 
 (the reader waits for the consumer) unless paced in real time with ``pace=True``, which
 makes them behave like a live camera.
 
+Faults never stop the thread silently or crash it: a live source that cannot be opened
+(at start or later) or that stops delivering is closed and reopened with capped
+exponential back-off, each attempt counted in ``reopens``; empty or corrupt frames are
+dropped and counted in ``read_errors``; a file or folder that vanishes ends the thread with
+``error`` set (a looping one waits for it to come back instead, the camera being down
+meanwhile). ``last_error`` says what is wrong right now.
+
 Credentials in URLs never reach a log or an error message: everything goes through
 :func:`redact`.
 """
@@ -21,12 +28,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -64,6 +73,18 @@ class Frame:
     t_capture: float
 
 
+class SourceGone(UserError):
+    """A file or folder source vanished while it was being read (deleted, moved, unmounted)."""
+
+
+def valid_frame(img: object) -> bool:
+    """True for a usable frame: a non-empty BGR uint8 (H, W, 3) array."""
+    return (
+        isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3
+        and img.shape[2] == 3 and img.shape[0] > 0 and img.shape[1] > 0
+    )
+
+
 def _to_bgr(img: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -88,6 +109,7 @@ class Source:
     fps: float | None = None
     name: str = "source"
     ended: bool = False  # set by a live-like source whose stream has a definite end
+    skipped: int = 0  # unreadable frames the source skipped by itself (counted as read errors)
 
     def __init__(self) -> None:
         # Set by CameraThread.stop(): a source sleeping in read() must return None promptly.
@@ -177,10 +199,19 @@ class DeviceSource(_CvSource):
 
 
 class StreamSource(_CvSource):
-    """A network stream (rtsp://, http(s)://, ...) read with FFmpeg (live)."""
+    """A network stream (rtsp://, http(s)://, ...) read with FFmpeg (live).
 
-    OPEN_TIMEOUT_MS = 10000
+    FFmpeg's open and read timeouts make a stalled camera return from ``open()``/``read()``.
+    OpenCV serialises every FFmpeg open in the process behind one lock, so a camera that
+    accepts and then hangs delays the (re)opening of the others by up to
+    ``OPEN_TIMEOUT_MS``; a plain TCP connect first (``CONNECT_TIMEOUT_S``) makes the common
+    faults -- host down, port closed -- fail fast without taking that lock.
+    """
+
+    OPEN_TIMEOUT_MS = 5000
     READ_TIMEOUT_MS = 5000
+    CONNECT_TIMEOUT_S = 2.0
+    DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
 
     def __init__(self, url: str, *, size: tuple[int, int] | None = None, fps: float | None = None) -> None:
         super().__init__(url, live=True, size=size, fps=fps)
@@ -194,6 +225,25 @@ class StreamSource(_CvSource):
         if hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC"):
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.READ_TIMEOUT_MS]
         return cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
+
+    def _check_reachable(self) -> None:
+        """Raise UserError unless a TCP connection to the camera's host and port succeeds."""
+        parts = urlsplit(str(self.target))
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or self.DEFAULT_PORTS.get(scheme)
+        except ValueError:
+            port = None
+        if not port or not parts.hostname:
+            return  # udp, srt, odd URLs: left to FFmpeg
+        try:
+            socket.create_connection((parts.hostname, port), timeout=self.CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise UserError(f"cannot open stream {self.name}: {parts.hostname}:{port} not reachable ({exc.strerror or exc})") from None
+
+    def open(self) -> None:
+        self._check_reachable()
+        super().open()
 
     def _open_error(self) -> str:
         return f"cannot open stream {self.name}: check the URL, the credentials and that the camera is reachable"
@@ -217,6 +267,8 @@ class VideoFileSource(_CvSource):
     def read(self) -> np.ndarray | None:
         img = super().read()
         if img is None and self.loop and self._cap is not None:
+            if not os.path.isfile(self.target):
+                raise SourceGone(f"video file {self.name} disappeared")
             super().open()  # reopening is more reliable than seeking to frame 0
             img = super().read()  # still None: an empty file, end of stream
         return img
@@ -245,35 +297,71 @@ class FolderSource(Source):
         self.skipped = 0
         self._i = 0
 
-    def open(self) -> None:
+    def _list(self) -> list[Path]:
         if self.path.is_file():
-            files = [self.path]
-        elif self.path.is_dir():
-            files = list_images(self.path)
-        else:
-            raise UserError(f"image folder {self.name} does not exist")
+            return [self.path]
+        try:
+            files = list_images(self.path) if self.path.is_dir() else None
+        except OSError:  # removed between the check and the listing
+            files = None
+        if files is None:
+            what = "image file" if self.path.suffix.lower() in IMAGE_EXTS else "image folder"
+            raise UserError(f"{what} {self.name} does not exist")
         if not files:
             raise UserError(f"image folder {self.name} has no images ({', '.join(sorted(IMAGE_EXTS))})")
-        self.files = files
+        return files
+
+    def open(self) -> None:
+        self.files = self._list()
         self._i = 0
 
+    def _gone(self) -> SourceGone:
+        what = "image file" if self.path.suffix.lower() in IMAGE_EXTS else "image folder"
+        return SourceGone(f"{what} {self.name} disappeared")
+
     def read(self) -> np.ndarray | None:
+        """The next readable image; unreadable ones are skipped (``skipped``) with a warning.
+
+        Looping re-lists the folder at each wrap (new files join, deleted ones leave). Raises
+        :class:`SourceGone` when the folder (or the single file) is no longer there.
+        """
         import cv2
 
         failures = 0
-        while failures < len(self.files):
+        while failures <= len(self.files):
             if self._i >= len(self.files):
                 if not self.loop:
                     return None
+                if not self.path.exists():
+                    raise self._gone()
+                try:
+                    self.files = self._list()
+                except UserError as exc:
+                    raise SourceGone(str(exc)) from None
                 self._i = 0
             path = self.files[self._i]
             self._i += 1
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                if not self.path.exists():
+                    raise self._gone() from None
+                failures += 1  # deleted from a folder that is still there: not a bad frame
+                continue
+            except OSError as exc:
+                data, reason = b"", str(exc)
+            else:
+                reason = "empty file" if not data else "not a decodable image (truncated or corrupt)"
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
             if img is not None and img.size:
                 return _to_bgr(img)
             failures += 1
             self.skipped += 1
-            log.warning("skipping unreadable image %s", redact(path))
+            log.warning("skipping unreadable image %s: %s", redact(path), redact(reason))
+        if not self.path.exists():
+            raise self._gone()
+        if self.loop:
+            raise UserError(f"image folder {self.name}: no readable image in a whole pass")
         return None
 
 
@@ -389,7 +477,19 @@ class CameraThread:
     and nothing is buffered). With ``on_frame`` every frame is passed to that callback in
     the capture thread instead of being buffered. ``seq`` counts every captured frame, so
     frames dropped here show up as sequence gaps downstream.
+
+    Faults: a live source is (re)opened in the thread until it works -- after a failed open
+    at start, after ``errors_before_reopen`` failed reads in a row, or after one failed read
+    when no frame came for ``stall_timeout`` s -- waiting ``reopen_delay`` s, doubled after
+    each failure up to ``max_reopen_delay`` and reset by a good frame; every attempt counts
+    in ``reopens``. Unusable frames (None from a live source, empty, not uint8 (H, W, 3),
+    corrupt image files) count in ``read_errors`` and are never passed on. A file or folder
+    that vanishes ends the thread with ``error`` set, unless it loops: then it is reopened
+    like a live camera until it is back. ``last_error`` describes the current fault (None
+    once frames flow again).
     """
+
+    MAX_BAD_IN_A_ROW = 100  # a file or folder source giving only bad frames is given up
 
     def __init__(
         self,
@@ -403,6 +503,7 @@ class CameraThread:
         reopen_delay: float = 0.5,
         max_reopen_delay: float = 5.0,
         errors_before_reopen: int = 5,
+        stall_timeout: float = 5.0,
     ) -> None:
         self.camera_id = camera_id
         self.source = source
@@ -411,13 +512,16 @@ class CameraThread:
         self.on_frame = on_frame
         self.queue_size = max(1, int(queue_size))
         self.reopen_delay = reopen_delay
-        self.max_reopen_delay = max_reopen_delay
-        self.errors_before_reopen = errors_before_reopen
+        self.max_reopen_delay = max(max_reopen_delay, reopen_delay)
+        self.errors_before_reopen = max(1, errors_before_reopen)
+        self.stall_timeout = stall_timeout
         self.captured = 0
         self.dropped = 0
         self.read_errors = 0
         self.reopens = 0
         self.error: BaseException | None = None
+        self.last_error: str | None = None
+        self._opened = False
         self._buf: deque[Frame] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -435,20 +539,39 @@ class CameraThread:
         return self._finished.is_set()
 
     @property
+    def queue_depth(self) -> int:
+        """Frames waiting for the pipeline."""
+        return len(self._buf)
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> CameraThread:
-        """Open the source here (a UserError surfaces to the caller), then start reading."""
+        """Start reading; returns at once.
+
+        A file or folder is opened here, so a wrong path raises UserError to the caller. A
+        live camera is opened in the thread (a hung one never blocks the caller); when it
+        cannot be opened the failure is logged and retried there.
+        """
         if self._thread is not None:
             raise RuntimeError(f"camera {self.camera_id} already started")
-        self.source.open()
+        if not self.source.live:
+            self.source.open()
+            self._opened = True
         log.info("camera %s: reading %s (%s)", self.camera_id, redact(self.source.name), "live" if self.latest_only else "every frame")
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.camera_id}", daemon=True)
         self._thread.start()
         return self
 
     # ------------------------------------------------------------------ reader thread
+
+    def _fault(self, message: str, level: int = logging.WARNING) -> None:
+        """Record the current fault; logged at ``level`` when it changes, else at debug (no flood)."""
+        message = redact(message)
+        level = level if message != self.last_error else logging.DEBUG
+        self.last_error = message
+        log.log(level, "camera %s: %s", self.camera_id, message)
 
     def _deliver(self, frame: Frame) -> None:
         if self.on_frame is not None:
@@ -475,63 +598,104 @@ class CameraThread:
         shrink = img.shape[1] > self.size[0]
         return cv2.resize(img, tuple(self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
-    def _reopen(self, delay: float) -> float:
-        """Close and reopen a live source after ``delay`` s; returns the next back-off delay."""
-        self.source.close()
-        if self._stop.wait(delay):
-            return delay
+    def _try_open(self) -> bool:
+        """One (re)open attempt, counted in ``reopens``."""
+        self.reopens += 1
         try:
             self.source.open()
-            self.reopens += 1
-            log.info("camera %s: reopened %s", self.camera_id, redact(self.source.name))
-            return self.reopen_delay
         except Exception as exc:  # noqa: BLE001 - keep retrying a live camera
-            log.warning("camera %s: cannot reopen %s: %s", self.camera_id, redact(self.source.name), redact(exc))
-            return min(delay * 2, self.max_reopen_delay)
+            self._fault(f"cannot reopen {self.source.name}: {exc}")
+            return False
+        log.info("camera %s: reopened %s", self.camera_id, redact(self.source.name))
+        return True
 
     def _run(self) -> None:
         src = self.source
         paced = self.pace and not src.live and bool(src.fps)
         period = 1.0 / src.fps if paced and src.fps else 0.0
         next_t = time.monotonic()
-        consecutive = 0
+        consecutive = 0  # bad reads in a row
         delay = self.reopen_delay
+        opened = self._opened
+        last_good = time.monotonic()  # last good frame, or the last successful open
+        skipped = src.skipped
         try:
+            if not opened:  # a live source, opened here; on failure the loop below retries
+                try:
+                    src.open()
+                    opened, last_good = True, time.monotonic()
+                except Exception as exc:  # noqa: BLE001 - a camera that is not there yet
+                    self._fault(f"cannot open {src.name}: {exc}; retrying in the background")
             while not self._stop.is_set():
+                if not opened:  # closed, wait, one attempt; the delay doubles until a good frame
+                    src.close()
+                    if self._stop.wait(delay):
+                        break
+                    opened = self._try_open()
+                    if opened:
+                        consecutive, last_good, next_t = 0, time.monotonic(), time.monotonic()
+                    delay = min(delay * 2, self.max_reopen_delay)
+                    continue
                 if paced:
                     wait = next_t - time.monotonic()
                     if wait > 0 and self._stop.wait(wait):
                         break
                     next_t = max(next_t + period, time.monotonic() - 1.0)
+                bad: str | None = None
                 try:
                     img = src.read()
+                except SourceGone as exc:
+                    if not getattr(src, "loop", False):
+                        raise
+                    self._fault(f"{exc}; waiting for it to come back", logging.ERROR)
+                    opened = False
+                    continue
+                except UserError:
+                    if not src.live:
+                        raise  # e.g. a looping folder without a single readable image
+                    img, bad = None, "read failed"
                 except Exception as exc:  # noqa: BLE001 - a decoder error is a read error
-                    log.warning("camera %s: read error on %s: %s", self.camera_id, redact(src.name), redact(exc))
-                    img = None
+                    img, bad = None, f"read error: {exc}"
                 t_capture = time.time()
                 if self._stop.is_set():
                     break
-                if img is None:
+                if src.skipped != skipped:  # corrupt files a folder skipped by itself
+                    self.read_errors += src.skipped - skipped
+                    skipped = src.skipped
+                if img is None and bad is None:
                     if not src.live or src.ended:
                         log.info("camera %s: end of %s after %d frames", self.camera_id, redact(src.name), self.captured)
                         break
+                    bad = "no frame"
+                if bad is None and not valid_frame(img):
+                    desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+                    bad = f"unusable frame ({desc})"
+                if bad is not None:
                     self.read_errors += 1
                     consecutive += 1
-                    if consecutive >= self.errors_before_reopen:
-                        log.warning("camera %s: %d failed reads from %s, reopening", self.camera_id, consecutive, redact(src.name))
-                        delay = self._reopen(delay)
-                        consecutive = 0
-                    elif self._stop.wait(0.05):
-                        break
+                    if src.live:
+                        silent = time.monotonic() - last_good
+                        if consecutive >= self.errors_before_reopen or silent >= self.stall_timeout:
+                            self._fault(f"{bad} from {src.name} ({consecutive} failed reads in a row, no frame for {silent:.1f} s), reopening")
+                            opened, consecutive = False, 0
+                        elif self._stop.wait(0.05):
+                            break
+                    elif consecutive >= self.MAX_BAD_IN_A_ROW:
+                        raise RuntimeError(f"{consecutive} unusable frames in a row from {src.name} (last: {bad})")
+                    else:
+                        log.warning("camera %s: dropped a frame of %s: %s", self.camera_id, redact(src.name), redact(bad))
                     continue
-                consecutive = 0
-                delay = self.reopen_delay
+                if self.last_error is not None:
+                    log.info("camera %s: frames again from %s", self.camera_id, redact(src.name))
+                    self.last_error = None
+                consecutive, delay, last_good = 0, self.reopen_delay, time.monotonic()
                 frame = Frame(self.camera_id, self.captured, self._resize(img), t_capture)
                 self.captured += 1
                 self._deliver(frame)
         except BaseException as exc:  # noqa: BLE001 - reported via .error, never silently lost
             self.error = exc
-            log.error("camera %s: capture failed on %s: %s", self.camera_id, redact(src.name), redact(exc))
+            self.last_error = redact(exc)
+            log.error("camera %s: capture stopped on %s: %s", self.camera_id, redact(src.name), redact(exc))
         finally:
             try:
                 src.close()
@@ -557,12 +721,20 @@ class CameraThread:
             self._cond.notify_all()
             return frame
 
-    def stop(self, timeout: float = 1.0) -> None:
-        """Ask the thread to stop and join it (returns within ``timeout`` s)."""
+    def request_stop(self) -> None:
+        """Ask the thread to stop without waiting for it (see :func:`stop_all`)."""
         self._stop.set()
         self.source.cancel.set()
         with self._cond:
             self._cond.notify_all()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Ask the thread to stop and join it (returns within ``timeout`` s).
+
+        A reader blocked inside the driver (a stalled stream, bounded by the FFmpeg read and
+        open timeouts) is left behind as a daemon thread; it exits when the call returns.
+        """
+        self.request_stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -575,3 +747,13 @@ class CameraThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_all(cameras: Iterable[CameraThread], timeout: float = 1.0) -> None:
+    """Stop several cameras within ``timeout`` s in all (not ``timeout`` per hung camera)."""
+    cams = list(cameras)
+    for cam in cams:
+        cam.request_stop()
+    deadline = time.monotonic() + timeout
+    for cam in cams:
+        cam.stop(max(0.0, deadline - time.monotonic()))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.capture import CameraThread, Frame, make_source, redact
+from stream.capture import CameraThread, Frame, make_source, redact, stop_all
 from stream.config import DaemonConfig, load_config
 from stream.engine import Engine
 from stream.httpserver import Health, HttpServer, PreviewStore
@@ -156,6 +156,7 @@ class Daemon:
                 reloader.request()
 
     def run(self, duration: float | None = None) -> int:
+        code = 0
         try:
             wait = self.cfg.publish.wait_for_subscriber
             t_wait = time.monotonic() + wait
@@ -179,7 +180,10 @@ class Daemon:
                     break
                 self.health.beat()
                 if not self._step() and all(c.finished for c in self.cameras.values()):
-                    log.info("every source has ended")
+                    failed = [cid for cid, c in self.cameras.items() if c.error is not None]
+                    log.log(logging.ERROR if failed else logging.INFO, "every source has ended%s",
+                            f"; failed: {', '.join(failed)}" if failed else "")
+                    code = 1 if failed else 0  # so that systemd's Restart=on-failure applies
                     break
                 self._housekeeping()
                 if time.monotonic() >= next_line:
@@ -188,7 +192,7 @@ class Daemon:
                         print(self.status_line(), file=sys.stderr, flush=True)
         finally:
             self.shutdown()
-        return 0
+        return code
 
     def _online(self) -> None:
         for cam_id in self.cameras:
@@ -205,6 +209,8 @@ class Daemon:
             if up != st.up:
                 st.up = up
                 reason = "no frame for %.0f s" % (now - st.last_frame) if not up else "frames again"
+                if not up and cam.last_error:
+                    reason += f": {cam.last_error}"  # already redacted
                 log.warning("camera %s is %s (%s)", cam_id, "up" if up else "DOWN", reason)
                 self.publisher.publish_status(cam_id, "online" if up else "offline", reason=reason, model_version=self.engines[cam_id].model_version)
             self.metrics.camera_state(cam_id, up)
@@ -246,8 +252,7 @@ class Daemon:
         for proc in self.first_training.values():
             if proc.poll() is None:
                 log.info("leaving first training (pid %d) to finish on its own", proc.pid)
-        for cam in self.cameras.values():
-            cam.stop(timeout=0.5)
+        stop_all(self.cameras.values(), timeout=0.5)
         self.publisher.close(list(self.cameras), reason="stopped")
         for rec in self.recorders.values():
             rec.close()

@@ -155,9 +155,10 @@ class DaemonMetrics:
     def sync_camera(self, cam: object) -> None:
         """Copy a ``CameraThread``'s cumulative counts into the counters (by difference).
 
-        Reads ``camera_id``, ``captured``, ``dropped``, ``read_errors``, ``reopens`` and sets
-        ``camera_up`` (running, not finished, no error) and ``queue_depth``. A count that went
-        down (a new thread object for the camera) is taken as a restart from zero.
+        Reads ``camera_id``, ``captured``, ``dropped``, ``read_errors``, ``reopens`` and
+        ``queue_depth``. A count that went down (a new thread object for the camera) is taken
+        as a restart from zero. ``camera_up`` is the daemon's call (``camera_state``): it alone
+        knows the camera's frame timeout.
         """
         camera = cam.camera_id  # type: ignore[attr-defined]
         counts = {k: int(getattr(cam, k, 0)) for k in ("captured", "dropped", "read_errors", "reopens")}
@@ -176,9 +177,4 @@ class DaemonMetrics:
             self.frames_dropped.labels(camera, "read_error").inc(delta["read_errors"])
         if delta["reopens"]:
             self.camera_reconnects.labels(camera).inc(delta["reopens"])
-        running = bool(getattr(cam, "running", True))
-        finished = bool(getattr(cam, "finished", False))
-        self.camera_state(camera, running and not finished and getattr(cam, "error", None) is None)
-        buf = getattr(cam, "_buf", None)
-        if buf is not None:
-            self.set_queue_depth(camera, len(buf))
+        self.set_queue_depth(camera, int(getattr(cam, "queue_depth", 0)))

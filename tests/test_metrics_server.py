@@ -76,10 +76,11 @@ def test_scrape_has_every_series_with_observed_values(served):
     for e2e, n, t in zip(e2es, sizes, t_caps):
         m.observe_frame("cam0", t_capture=t, stages={"inference": e2e / 2, "publish": 0.0004, "bogus": 1.0}, e2e=e2e, bytes_sent=n, fg_ratio=n / 10000)
     m.observe_frame("cam0", t_capture=t_caps[-1] + 1, e2e=0.01, bytes_sent=0, fg_ratio=0.5)  # refused by ZeroMQ
-    cam = SimpleNamespace(camera_id="cam1", captured=10, dropped=2, read_errors=1, reopens=1, running=True, finished=False, error=None, _buf=[1])
+    cam = SimpleNamespace(camera_id="cam1", captured=10, dropped=2, read_errors=1, reopens=1, running=True, finished=False, error=None, queue_depth=1)
     m.sync_camera(cam)
-    cam.captured, cam.dropped, cam.reopens, cam._buf = 15, 3, 1, []
+    cam.captured, cam.dropped, cam.reopens, cam.queue_depth = 15, 3, 1, 0
     m.sync_camera(cam)
+    m.camera_state("cam1", True)  # the daemon's call
     m.set_model("v7", "CPUExecutionProvider")
     m.model_reloaded(True)
     m.model_reloaded(False)
@@ -144,7 +145,6 @@ def test_sync_camera_after_restart_counts_from_zero():
     m.sync_camera(SimpleNamespace(camera_id="c", captured=10, finished=True, running=False))
     m.sync_camera(SimpleNamespace(camera_id="c", captured=3, finished=False, running=True))  # a new capture thread
     assert m.frames_captured.labels("c")._value.get() == 13
-    assert m.camera_up.labels("c")._value.get() == 1
 
 
 # ----------------------------------------------------------------------------- /healthz /readyz
