@@ -1,7 +1,8 @@
 """`sparsecam train`: learn a foreground model from unlabeled footage of one fixed camera.
 
-Loss over a batch of N frames of one scene, all cropped at the same window (the low-rank
-prior holds for any common window, and crops are cheaper):
+Loss over a batch of N frames of one scene (default: 16 whole frames at model resolution;
+``--crop`` takes one random window shared by the batch instead, cheaper but it loses the
+context the net needs on shaking cameras and slow large objects):
 ``||D - f(D)||_* + lambda * ||f(D)||_1``, with the gradients of both norms given by their
 proximal mappings (training/prox.py). Phase 1 uses Adam; an optional phase 2 uses plain SGD.
 """
@@ -26,8 +27,8 @@ from tqdm import tqdm
 from stream.errors import UserError
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage
-from training.model import INPUT_MODES, NORMS, ModelConfig, UNet, count_parameters, foreground_score
-from training.prox import low_rank_sparse_loss
+from training.model import INPUT_MODES, NORMS, OUTPUTS, ModelConfig, UNet, count_parameters, foreground_score
+from training.prox import default_lambda, low_rank_sparse_loss
 from training.threshold import choose_threshold
 
 log = logging.getLogger("sparsecam.train")
@@ -44,17 +45,20 @@ class TrainConfig:
     frame_range: tuple[int, int] | None = None
     max_frames: int | None = 2000
     stride: int = 1
-    batch: int = 24
-    crop: int = 64  # square crop side; 0 = whole frame
-    steps: int = 300
+    batch: int = 16
+    crop: int = 0  # square crop side; 0 = whole frame (default: context matters for camera shake)
+    steps: int = 150
     prox_steps: int = 0
     lr: float = 3e-3
     prox_lr: float = 1e-3
-    lam: float | None = None  # None = 1/sqrt(max(N, P))
+    lam: float | None = None  # None = lam_scale/sqrt(max(N, P))
+    lam_scale: float = 1.0
     width: int = 8
     depth: int = 3
     norm: str = "batch"
     input_mode: str = "background"
+    output: str = "gated"
+    bg_frames: int = 200  # frames in the temporal median (evenly spaced)
     seed: int = 0
     checkpoint_every: int = 50
     device: str = "auto"
@@ -63,7 +67,13 @@ class TrainConfig:
     def identity(self) -> str:
         """Hash of the settings that make two runs different (not steps, device or schedule)."""
         keys = {k: v for k, v in self.__dict__.items() if k not in ("steps", "prox_steps", "checkpoint_every", "device", "threshold")}
+        for k, default in _LATER_FIELDS.items():  # fields added later hash as before while at their default
+            if keys.get(k) == default:
+                keys.pop(k)
         return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+_LATER_FIELDS = {"lam_scale": 1.0, "output": "gated", "bg_frames": 200}
 
 
 @dataclass
@@ -116,8 +126,8 @@ class Trainer:
         width, height = model_size(probe, cfg)
         self.footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
         self.frames = self.footage.frames
-        self.background = temporal_median(self.frames)
-        mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode, height=height, width_px=width)
+        self.background = temporal_median(self.frames, cfg.bg_frames)
+        mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode, output=cfg.output, height=height, width_px=width)
         bg = to_tensor(self.background[None], torch.device("cpu"))
         self.model = UNet(mcfg, bg).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -201,7 +211,10 @@ class Trainer:
         self.model.train()
         d, bg = self.sample()
         s = self.model(d, bg)
-        loss, nuc, sp = low_rank_sparse_loss(d, s, self.cfg.lam)
+        lam = self.cfg.lam
+        if lam is None:
+            lam = self.cfg.lam_scale * default_lambda(d.shape[0], d[0].numel())
+        loss, nuc, sp = low_rank_sparse_loss(d, s, lam)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -329,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=d.batch, help="frames per low-rank batch (N)")
     p.add_argument("--crop", type=int, default=d.crop, help="square crop side shared by the batch; 0 = whole frame")
     p.add_argument("--lambda", type=float, dest="lam", help="sparsity weight (default 1/sqrt(max(N, P)))")
+    p.add_argument("--lambda-scale", type=float, default=d.lam_scale, dest="lam_scale", help="multiplier on the default lambda")
+    p.add_argument("--output", choices=OUTPUTS, default=d.output, help="background mode: gated (D-B)*sigmoid(g) or direct g(D,B)")
+    p.add_argument("--bg-frames", type=int, default=d.bg_frames, help="frames in the temporal-median background reference")
     p.add_argument("--width", type=int, default=d.width, help="U-Net width of the first level")
     p.add_argument("--depth", type=int, default=d.depth, help="U-Net down-samplings")
     p.add_argument("--norm", choices=NORMS, default=d.norm)
@@ -346,6 +362,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         footage=[str(f) for f in a.footage], width_px=w, height=h, gray=a.gray, frame_range=a.frame_range,
         max_frames=a.max_frames, stride=a.stride, batch=a.batch, crop=a.crop, steps=a.steps, prox_steps=a.prox_steps,
         lr=a.lr, prox_lr=a.prox_lr, lam=a.lam, width=a.width, depth=a.depth, norm=a.norm, input_mode=a.input_mode,
+        output=a.output, lam_scale=a.lam_scale, bg_frames=a.bg_frames,
         seed=a.seed, checkpoint_every=a.checkpoint_every, device=a.device, threshold=a.threshold,
     )
 
