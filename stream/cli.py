@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "export": ("export.onnx_export", "export a checkpoint to ONNX (with parity check)", "train"),
     "record": ("stream.recorder", "record footage for retraining, without serving masks", None),
     "keygen": ("stream.security", "create a CurveZMQ key pair for the mask bus", None),
+    "retrain": ("training.retrain", "retrain a camera's model from its recordings, validate it, swap it in", "train"),
+    "rollback": ("training.rollback", "restore a camera's previous model", None),
     "synth": ("stream.synthetic", "write the built-in synthetic scene to an image folder", None),
 }
 

@@ -101,8 +101,8 @@ def test_dashboard_and_alerts_use_only_daemon_metrics():
 # ----------------------------------------------------------------------------- YAML / JSON
 @pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.y*ml")), ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_yaml_parses(path: Path):
-    data = yaml.safe_load(path.read_text())
-    assert isinstance(data, dict) and data
+    docs = list(yaml.safe_load_all(path.read_text()))  # k8s files may hold several documents
+    assert docs and all(isinstance(d, dict) and d for d in docs)
 
 
 def test_dashboard_panels():
@@ -342,6 +342,12 @@ def test_systemd_analyze_verify(tmp_path: Path):
     unit = tmp_path / "sparsecam.service"
     shutil.copy(UNIT, unit)
     assert _verify(unit) == []
+    for name in ("sparsecam-retrain@.service", "sparsecam-retrain@.timer"):  # the nightly retrain
+        shutil.copy(UNIT.parent / name, tmp_path / name)
+    shutil.copy(tmp_path / "sparsecam-retrain@.service", tmp_path / "sparsecam-retrain@cam0.service")
+    shutil.copy(tmp_path / "sparsecam-retrain@.timer", tmp_path / "sparsecam-retrain@cam0.timer")
+    assert _verify(tmp_path / "sparsecam-retrain@cam0.service") == []
+    assert _verify(tmp_path / "sparsecam-retrain@cam0.timer") == []
     # the check can fail: a typo and a bad value in a copy are caught
     broken = tmp_path / "broken" / "sparsecam.service"
     broken.parent.mkdir()

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from stream.modelinfo import BUNDLED_MODEL
 from stream.recorder import CameraRecorder, RecordPolicy
