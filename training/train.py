@@ -112,16 +112,57 @@ def temporal_median(frames: np.ndarray, max_frames: int = 200) -> np.ndarray:
     return np.median(frames[idx], axis=0).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class Dist:
+    """torchrun's process group, or a single process (rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Dist:
+    """Join torchrun's process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local)
+
+
 class Trainer:
-    """Holds the model, optimiser and data of one run; ``run()`` trains with checkpoints."""
+    """Holds the model, optimiser and data of one run; ``run()`` trains with checkpoints.
+
+    Under torchrun (WORLD_SIZE > 1) every rank draws its own whole low-rank batches of the
+    camera (other seeds), gradients are averaged by DistributedDataParallel, and only rank 0
+    writes the run directory.
+    """
 
     def __init__(self, cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> None:
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.dist = init_distributed(cfg.device)
+        self.cfg, self.out, self.progress = cfg, Path(out), progress and self.dist.main
         self.device = pick_device(cfg.device)
+        if self.device.type == "cuda" and self.dist.world > 1:
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.ckpt_path = self.out / "checkpoint.pt"
-        self._check_run_dir(resume)
-        torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
+        if self.dist.main:
+            self._check_run_dir(resume)
+        self._barrier()
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.rng = np.random.default_rng(cfg.seed + 1000 * self.dist.rank)  # other batches per rank
         probe = load_footage(cfg.footage[:1], gray=cfg.gray, max_frames=1, progress=False)
         width, height = model_size(probe, cfg)
         self.footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
@@ -130,8 +171,14 @@ class Trainer:
         mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode, output=cfg.output, height=height, width_px=width)
         bg = to_tensor(self.background[None], torch.device("cpu"))
         self.model = UNet(mcfg, bg).to(self.device)
+        self.net: torch.nn.Module = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=max(cfg.steps, 1), pct_start=0.15)
+        self.sched = self._schedule(last_step=0)
         self.sgd = torch.optim.SGD(self.model.parameters(), lr=cfg.prox_lr)
         self.step = 0
         self.history = History()
@@ -139,6 +186,21 @@ class Trainer:
         self.train_seconds = 0.0
         if resume and self.ckpt_path.exists():
             self._load(load_checkpoint(self.ckpt_path))
+
+    def _schedule(self, last_step: int) -> torch.optim.lr_scheduler.LRScheduler:
+        """One-cycle learning rate over the Adam steps; a pure function of the step, so a
+        resumed run (even with another --steps) continues it without stored state."""
+        total = max(self.cfg.steps, 1)
+        for group in self.opt.param_groups:
+            group.setdefault("initial_lr", self.cfg.lr / 25.0)
+        return torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=self.cfg.lr, total_steps=max(total, last_step + 1), pct_start=0.15,
+                                                   last_epoch=min(last_step, total) - 1)
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     # -- run directory -------------------------------------------------------------------
     def _check_run_dir(self, resume: bool) -> None:
@@ -165,7 +227,6 @@ class Trainer:
             "model": self.model.state_dict(),
             "config": self.model.cfg.to_dict(),
             "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
             "sgd": self.sgd.state_dict(),
             "step": self.step,
             "history": self.history.__dict__,
@@ -181,9 +242,9 @@ class Trainer:
     def _load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
         self.sgd.load_state_dict(state["sgd"])
         self.step = int(state["step"])
+        self.sched = self._schedule(last_step=self.step)
         self.history = History(**state["history"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.rng.bit_generator.state = json.loads(state["rng"])
@@ -191,7 +252,8 @@ class Trainer:
         log.info("resumed %s at step %d", self.ckpt_path, self.step)
 
     def save(self, threshold: float | None = None) -> None:
-        save_checkpoint(self.ckpt_path, self.state(threshold))
+        if self.dist.main:
+            save_checkpoint(self.ckpt_path, self.state(threshold))
 
     # -- training ------------------------------------------------------------------------
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,7 +272,7 @@ class Trainer:
     def train_step(self, opt: torch.optim.Optimizer) -> tuple[float, float, float]:
         self.model.train()
         d, bg = self.sample()
-        s = self.model(d, bg)
+        s = self.net(d, bg)
         lam = self.cfg.lam
         if lam is None:
             lam = self.cfg.lam_scale * default_lambda(d.shape[0], d[0].numel())
@@ -230,7 +292,7 @@ class Trainer:
             while self.step < total:
                 adam = self.step < self.cfg.steps
                 loss, nuc, sp = self.train_step(self.opt if adam else self.sgd)
-                if adam:
+                if adam and self.step < self.sched.total_steps - 1:
                     self.sched.step()
                 self.step += 1
                 h = self.history
@@ -274,7 +336,7 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
     threshold = tr.cfg.threshold if tr.cfg.threshold is not None else choose_threshold(scores, tr.frames[idx], tr.background)
     tr.save(threshold)
     state = tr.state(threshold)
-    for key in ("opt", "sched", "sgd"):
+    for key in ("opt", "sgd"):  # model.pt: what inference and export need, no optimiser state
         state.pop(key)
     save_checkpoint(tr.out / "model.pt", state)
     save_loss_curve(tr.history, tr.out / "loss.png")
@@ -291,6 +353,7 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
         "steps": tr.step,
         "train_seconds": round(tr.train_seconds, 2),
         "device": str(tr.device),
+        "world_size": tr.dist.world,
         "threshold": threshold,
         "final_loss": tr.history.loss[-1] if tr.history.loss else None,
         "fg_ratio_train": float((scores > threshold).mean()),
@@ -305,7 +368,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     tr = Trainer(cfg, out, resume=resume, progress=progress)
     if not tr.run():
         return None
-    return finish_run(tr)
+    if not tr.dist.main:  # rank 0 writes the run; the others are done
+        tr._barrier()
+        return {"rank": tr.dist.rank, "steps": tr.step}
+    summary = finish_run(tr)
+    tr._barrier()
+    return summary
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -376,6 +444,8 @@ def cli(argv: list[str]) -> int:
     if summary is None:
         print(f"interrupted: checkpoint saved in {args.out / 'checkpoint.pt'}; continue with --resume")
         return 130
+    if "rank" in summary:
+        return 0
     print(f"trained {summary['steps']} steps in {summary['train_seconds']:.1f} s on {summary['device']}; "
           f"threshold {summary['threshold']:.4f}; model {args.out / 'model.pt'}")
     print(f"plots: {args.out / 'loss.png'}, {args.out / 'montage.png'}; summary: {args.out / 'summary.json'}")
