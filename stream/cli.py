@@ -16,6 +16,7 @@ from stream.errors import UserError
 # name -> (module, one-line help, extra needed)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "serve": ("stream.daemon", "run the capture -> model -> ZeroMQ daemon", None),
+    "check-config": ("stream.config", "validate a daemon configuration file", None),
     "subscribe": ("stream.client", "print or save masks published by a daemon", None),
     "train": ("training.train", "learn a model from unlabeled footage", "train"),
     "eval": ("training.evaluate", "score a model or a classic method on a CDnet-style set", None),

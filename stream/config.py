@@ -182,3 +182,20 @@ def load_config(path: Path | None = None, use_env: bool = True) -> DaemonConfig:
         return DaemonConfig.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_errors(exc, source)) from None
+
+
+def cli(argv: list[str]) -> int:
+    """`sparsecam check-config FILE`: validate a configuration, print every error with its field path."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="sparsecam check-config", description=cli.__doc__)
+    p.add_argument("file", type=Path)
+    p.add_argument("--no-env", action="store_true", help="ignore SPARSECAM_* environment overrides")
+    args = p.parse_args(argv)
+    cfg = load_config(args.file, use_env=not args.no_env)
+    from stream.capture import redact
+
+    cams = ", ".join(f"{c.id} ({redact(c.source)})" for c in cfg.cameras)
+    print(f"{args.file}: ok — cameras: {cams}; publish: {', '.join(cfg.publish.endpoints)}; metrics: "
+          f"{cfg.metrics.bind if cfg.metrics.enabled else 'off'}; CurveZMQ: {'on' if cfg.security.curve else 'off'}")
+    return 0

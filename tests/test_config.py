@@ -1,0 +1,58 @@
+"""The daemon's configuration: validation with field paths, env overrides, check-config, no secrets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream.config import load_config
+from stream.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SPARSECAM_")}
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env={**e, **(env or {})})
+
+
+def test_every_error_has_its_field_path(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - id: a b\n    size: huge\n  - id: ok\n    timeout: 0\nmodel:\n  intra_op_threads: -1\nsecurity:\n  curve: true\nbogus: 1\n")
+    with pytest.raises(UserError) as info:
+        load_config(bad, use_env=False)
+    msg = str(info.value)
+    for path in ("cameras.0.id", "cameras.0.size", "cameras.1.timeout", "model.intra_op_threads", "security", "bogus"):
+        assert path in msg, (path, msg)
+
+
+def test_env_overrides(tmp_path, monkeypatch):
+    good = tmp_path / "c.yaml"
+    good.write_text("publish:\n  encoding: png\n")
+    monkeypatch.setenv("SPARSECAM_PUBLISH__ENCODING", "raw")
+    monkeypatch.setenv("SPARSECAM_METRICS__BIND", "0.0.0.0:9999")
+    monkeypatch.setenv("SPARSECAM_PUBLISH__ENDPOINTS", "[tcp://*:6000]")
+    cfg = load_config(good)
+    assert cfg.publish.encoding == "raw" and cfg.metrics.bind == "0.0.0.0:9999" and cfg.publish.endpoints == ["tcp://*:6000"]
+    assert load_config(good, use_env=False).publish.encoding == "png"
+
+
+def test_check_config_cli(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("cameras:\n  - id: door\n    source: rtsp://admin:hunter2@10.0.0.9/live\n")
+    res = cli("check-config", str(good))
+    assert res.returncode == 0 and "ok" in res.stdout and "door" in res.stdout
+    assert "hunter2" not in res.stdout + res.stderr  # credentials never printed
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("publish:\n  encoding: jpeg\n")
+    res = cli("check-config", str(bad))
+    assert res.returncode == 2 and "publish.encoding" in res.stderr and "Traceback" not in res.stderr
+    res = cli("check-config", str(tmp_path / "missing.yaml"))
+    assert res.returncode == 2 and "missing.yaml" in res.stderr
+    res = cli("check-config", str(good), env={"SPARSECAM_PUBLISH__SNDHWM": "0"})
+    assert res.returncode == 2 and "publish.sndhwm" in res.stderr
