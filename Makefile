@@ -24,8 +24,8 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sparsecam train synthetic:frames=300 --out runs/demo --steps 150
 
-# The bundled model: trained on the built-in synthetic camera (what `make run` serves).
-DEFAULT_MODEL_TRAIN := synthetic:frames=600 --steps 600
+# The bundled model: trained on the built-in synthetic camera, 160x120 (what `make run` serves).
+DEFAULT_MODEL_TRAIN := synthetic:frames=600,size=160x120 --steps 300
 default-model: $(STAMP)
 	rm -rf runs/default-model
 	$(BIN)/sparsecam train $(DEFAULT_MODEL_TRAIN) --out runs/default-model

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.errors import UserError
-from stream.modelinfo import BUNDLED_MODEL
+from stream.modelinfo import BUNDLED_CAMERA, BUNDLED_MODEL
 ENV_PREFIX = "SPARSECAM_"
 
 
@@ -109,7 +109,7 @@ class SecuritySection(_Strict):
 
 
 class DaemonConfig(_Strict):
-    cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig(fps=30.0)], min_length=1)
+    cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig(source=BUNDLED_CAMERA, fps=30.0)], min_length=1)
     model: ModelSection = Field(default_factory=ModelSection)
     publish: PublishSection = Field(default_factory=PublishSection)
     security: SecuritySection = Field(default_factory=SecuritySection)

@@ -18,8 +18,10 @@ INPUT_NAME = "frames"
 MASK_OUTPUT = "mask"
 SCORE_OUTPUT = "score"
 PREFIX = "sparsecam."
-# Trained on the built-in synthetic camera; regenerate with `make default-model`.
+# Trained on the built-in synthetic camera BUNDLED_CAMERA at the model's native resolution
+# (160x120); regenerate with `make default-model`.
 BUNDLED_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
+BUNDLED_CAMERA = "synthetic:size=160x120"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ N_FILE_FRAMES = 40
 def synthetic_folder(tmp_path_factory) -> Path:
     """40 unseen frames of the default synthetic camera with exact ground truth (CDnet layout)."""
     root = tmp_path_factory.mktemp("synset") / "scene"
-    write_cdnet_folder(root, N_FILE_FRAMES, SceneConfig(), start=5000)  # the bundled model's camera, unseen frames
+    write_cdnet_folder(root, N_FILE_FRAMES, SceneConfig(width=160, height=120), start=5000)  # the bundled model's camera, unseen frames
     return root
 
 

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,7 +288,9 @@ class Trainer:
         total = self.cfg.steps + self.cfg.prox_steps
         interrupted = False
         t0 = time.time()
-        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=not self.progress, dynamic_ncols=True)
+        # In a log (no terminal) a line every 30 s, not a redraw per step.
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=not self.progress, dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
         try:
             while self.step < total:
                 adam = self.step < self.cfg.steps
