@@ -38,12 +38,8 @@ def record(root: Path, n: int, start: int = 0, camera: str = "cam0") -> Path:
 
 
 def command(name: str) -> list[str]:
-    """Through the `sparsecam` entry point once the lead registered it, else the module itself."""
-    from stream.cli import COMMANDS
-
-    if name in COMMANDS:
-        return [sys.executable, "-m", "stream.cli", name]
-    return [sys.executable, "-m", {"retrain": "training.retrain", "rollback": "training.rollback"}[name]]
+    """Through the `sparsecam` entry point."""
+    return [sys.executable, "-m", "stream.cli", name]
 
 
 def run(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from stream.modelinfo import BUNDLED_CAMERA
 from stream.synthetic import SceneConfig, write_cdnet_folder
 from training.checkpoint import load_checkpoint
 from training.evaluate import evaluate
@@ -27,9 +28,9 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory) -> tuple[Path, dict]:
-    """The default recipe on 300 frames of the synthetic camera (what the README demo runs)."""
+    """The default recipe on 300 frames of the bundled model's synthetic camera (160x120)."""
     out = tmp_path_factory.mktemp("run") / "syn"
-    summary = train(TrainConfig(footage=["synthetic:frames=300"]), out, progress=False)
+    summary = train(TrainConfig(footage=[f"{BUNDLED_CAMERA},frames=300"]), out, progress=False)
     return out, summary
 
 
@@ -40,7 +41,7 @@ def test_learns_the_synthetic_scene_without_labels(synthetic_run, tmp_path):
     assert json.loads((out / "summary.json").read_text())["threshold"] == summary["threshold"]
     # unseen frames of the same camera, scored against the exact masks
     scored = tmp_path / "unseen"
-    write_cdnet_folder(scored, 60, SceneConfig(), start=3000, progress=False)
+    write_cdnet_folder(scored, 60, SceneConfig(width=160, height=120), start=3000, progress=False)
     result = evaluate(scored, str(out / "model.pt"))
     assert result["metrics"]["f"] >= 0.9, result["metrics"]
     assert summary["train_seconds"] < 120

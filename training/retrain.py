@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from stream.errors import UserError
-from training.rollback import (CURRENT, DEFAULT_KEEP, _main, camera_dir, camera_lock, history_entries,
+from training.rollback import (CURRENT, DEFAULT_KEEP, camera_dir, camera_lock, history_entries,
                                promote, read_model_version)
 
 log = logging.getLogger("sparsecam.retrain")
@@ -426,4 +426,6 @@ def cli(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(cli, "retrain", sys.argv[1:]))
+    from stream.cli import main
+
+    sys.exit(main(["retrain", *sys.argv[1:]]))

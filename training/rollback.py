@@ -214,18 +214,7 @@ def cli(argv: list[str]) -> int:
     return 0
 
 
-def _main(cli_fn, name: str, argv: list[str]) -> int:
-    """``python -m`` entry mirroring stream.cli: UserError -> one line + exit 2."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(cli_fn(argv) or 0)
-    except UserError as exc:
-        print(f"sparsecam {name}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"sparsecam {name}: interrupted", file=sys.stderr)
-        return 130
-
-
 if __name__ == "__main__":
-    sys.exit(_main(cli, "rollback", sys.argv[1:]))
+    from stream.cli import main
+
+    sys.exit(main(["rollback", *sys.argv[1:]]))
