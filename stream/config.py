@@ -44,6 +44,12 @@ class CameraConfig(_Strict):
 
     _size = field_validator("size", mode="before")(_parse_size)
 
+    @field_validator("source", mode="before")
+    @classmethod
+    def _camera_index(cls, value: object) -> object:
+        """`source: 0` in YAML is an int: camera index 0."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
 
 class ModelSection(_Strict):
     path: Path | None = None  # None: the bundled model

@@ -56,3 +56,16 @@ def test_check_config_cli(tmp_path):
     assert res.returncode == 2 and "missing.yaml" in res.stderr
     res = cli("check-config", str(good), env={"SPARSECAM_PUBLISH__SNDHWM": "0"})
     assert res.returncode == 2 and "publish.sndhwm" in res.stderr
+
+
+def test_readme_example_config_validates():
+    """The YAML in the README's Serving section is a valid configuration (docs match code)."""
+    import yaml
+
+    from stream.config import DaemonConfig
+
+    text = (REPO / "README.md").read_text()
+    block = text.split("```yaml\ncameras:", 1)[1].split("```", 1)[0]
+    cfg = DaemonConfig.model_validate(yaml.safe_load("cameras:" + block))
+    assert [c.id for c in cfg.cameras] == ["door", "lobby", "replay"]
+    assert cfg.cameras[1].source == "0"  # a camera index
