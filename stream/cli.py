@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
 
 def _usage() -> str:
     lines = ["usage: sparsecam COMMAND [options]   (sparsecam COMMAND --help for details)", "", "commands:"]
-    lines += [f"  {name:<12}{help_}" for name, (_, help_, _) in COMMANDS.items()]
+    lines += [f"  {name:<14}{help_}" for name, (_, help_, _) in COMMANDS.items()]
     return "\n".join(lines)
 
 
