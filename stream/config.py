@@ -69,7 +69,8 @@ class RetrainSection(_Strict):
 
     auto_first: bool = False  # when a bootstrapping camera has recorded min_frames, run the command once
     min_frames: int = Field(300, ge=16)
-    command: str = "sparsecam retrain --camera {camera} --models {models} --recordings {recordings}"
+    nightly_at: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # "03:00": retrain every camera daily (local time)
+    command: str = "sparsecam retrain --camera {camera} --models {models} --recordings {recordings} --threads 1"
 
 
 class PublishSection(_Strict):

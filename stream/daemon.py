@@ -39,6 +39,11 @@ log = logging.getLogger("sparsecam.daemon")
 EngineLike = Engine | Mog2Engine  # run(frames) -> masks, model_version, provider
 
 
+def nightly_due(now: time.struct_time, at: str, last_day: str) -> bool:
+    """Is today's HH:MM slot reached and not yet run? (``last_day``: YYYY-MM-DD of the last run)"""
+    return time.strftime("%H:%M", now) >= at and time.strftime("%Y-%m-%d", now) != last_day
+
+
 @dataclass
 class CameraStats:
     """Rolling figures for the status line, and whether the camera is up."""
@@ -101,6 +106,9 @@ class Daemon:
 
             self.recorders = {c.id: CameraRecorder(cfg.recording.dir, c.id, cfg.recording.policy()) for c in cfg.cameras}
         self.first_training: dict[str, subprocess.Popen] = {}
+        self.retrains: dict[str, subprocess.Popen] = {}
+        # a daemon started after today's slot waits for tomorrow's
+        self._nightly_done = time.strftime("%Y-%m-%d") if cfg.retrain.nightly_at and nightly_due(time.localtime(), cfg.retrain.nightly_at, "") else ""
         # SNDHWM must hold one burst (a mask per camera) or a fast subscriber loses masks too.
         self.publisher = MaskPublisher(
             cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding,
@@ -217,11 +225,37 @@ class Daemon:
         self.publisher.maybe_heartbeat([c for c, st in self.stats.items() if st.up], model_version=self.engine.model_version)
         if self.cfg.retrain.auto_first and self.recorders:
             self._maybe_start_first_training()
+        if self.cfg.retrain.nightly_at and self.cfg.model.dir is not None:
+            self._maybe_start_nightly()
         # systemd's watchdog is fed only while masks flow: a pipeline that stalls gets restarted.
         mono = time.monotonic()
         if self._watchdog_every and self._published_since_ping and mono - self._last_watchdog >= self._watchdog_every:
             self.notifier.watchdog()
             self._last_watchdog, self._published_since_ping = mono, False
+
+    def _spawn_retrain(self, cam_id: str, why: str) -> subprocess.Popen | None:
+        """Run the retrain command for one camera at the lowest CPU priority (never blocks)."""
+        cmd = self.cfg.retrain.command.format(camera=cam_id, models=self.cfg.model.dir, recordings=self.cfg.recording.dir)
+        log.info("camera %s: %s, starting at low priority: %s", cam_id, why, cmd)
+        try:
+            return subprocess.Popen(shlex.split(cmd), preexec_fn=lambda: os.nice(19), stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            log.error("camera %s: cannot start %r (%s)", cam_id, cmd, exc)
+            return None
+
+    def _maybe_start_nightly(self) -> None:
+        """retrain.nightly_at: once a day at HH:MM (local time), retrain every camera that has a model."""
+        now = time.localtime()
+        if not nightly_due(now, self.cfg.retrain.nightly_at, self._nightly_done):  # type: ignore[arg-type]
+            return
+        self._nightly_done = time.strftime("%Y-%m-%d", now)
+        for cam_id in self.cameras:
+            running = self.retrains.get(cam_id)
+            if cam_id in self.bootstrapping or (running is not None and running.poll() is None):
+                continue
+            proc = self._spawn_retrain(cam_id, "nightly retrain")
+            if proc is not None:
+                self.retrains[cam_id] = proc
 
     def _maybe_start_first_training(self) -> None:
         """Bootstrap: once a camera without a model has recorded enough, train its first model."""
@@ -237,13 +271,8 @@ class Daemon:
             rec = self.recorders[cam_id]
             if rec.written + rec.existing < cfg.min_frames:
                 continue
-            cmd = cfg.command.format(camera=cam_id, models=self.cfg.model.dir, recordings=self.cfg.recording.dir)
-            log.info("camera %s: %d frames recorded, starting its first training at low priority: %s", cam_id, rec.written + rec.existing, cmd)
-            try:
-                self.first_training[cam_id] = subprocess.Popen(shlex.split(cmd), preexec_fn=lambda: os.nice(19), stdin=subprocess.DEVNULL)
-            except OSError as exc:
-                log.error("camera %s: cannot start first training (%s); still bootstrapping", cam_id, exc)
-                self.first_training[cam_id] = subprocess.Popen(["true"])  # do not retry every loop
+            proc = self._spawn_retrain(cam_id, f"{rec.written + rec.existing} frames recorded, starting its first training")
+            self.first_training[cam_id] = proc or subprocess.Popen(["true"])  # a failed start is not retried every loop
 
     def shutdown(self) -> None:
         self.notifier.stopping()
