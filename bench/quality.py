@@ -41,11 +41,13 @@ def pybgs_available() -> bool:
     return True
 
 
-def train_model(name: str, root: Path, out: Path, steps: int | None) -> tuple[Path, dict]:
+def train_model(name: str, root: Path, out: Path, steps: int | None, input_mode: str | None = None) -> tuple[Path, dict]:
     from training.train import TrainConfig, train
 
     frames, _ = TRAIN_FRAMES.get(name, (None, ""))
     cfg = TrainConfig(footage=[str(root)], frame_range=frames)
+    if input_mode:
+        cfg.input_mode = input_mode
     if steps:
         cfg.steps = steps
     run = out / name
@@ -78,6 +80,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="training steps (default: the trainer's default)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "quality", help="where the trained runs go")
     ap.add_argument("--no-classic", action="store_true", help="evaluate only the trained model")
+    ap.add_argument("--input-mode", choices=["frame", "background"], help="train this input mode instead of the default (to compare them)")
     args = ap.parse_args()
     if not args.data.is_dir():
         print(f"data folder {args.data} not found; pass --data", file=sys.stderr)
@@ -90,7 +93,7 @@ def main() -> int:
     for name in sets:
         root = args.data / name
         print(f"== {name}", file=sys.stderr, flush=True)
-        model, summary = train_model(name, root, args.out, args.steps)
+        model, summary = train_model(name, root, args.out, args.steps, args.input_mode)
         res = {"sparsecam": row(evaluate(root, str(model)))}
         res["sparsecam"]["train_seconds"] = summary["train_seconds"]
         res["sparsecam"]["train_frames"] = TRAIN_FRAMES.get(name, (None, "all frames"))[1]
