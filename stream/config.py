@@ -19,12 +19,14 @@ ENV_PREFIX = "SPARSECAM_"
 
 
 def _parse_size(value: object) -> object:
+    """'320x240' -> (320, 240) for pydantic (the one parser is stream.synthetic.parse_size)."""
     if isinstance(value, str):
+        from stream.synthetic import parse_size
+
         try:
-            w, h = (int(v) for v in value.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"size must look like 320x240, got {value!r}") from None
-        return (w, h)
+            return parse_size(value, what="size")
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
     return value
 
 

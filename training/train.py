@@ -380,11 +380,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
 
 def parse_size(text: str) -> tuple[int, int]:
+    """--size WxH for argparse (the one parser is stream.synthetic.parse_size)."""
+    from stream.synthetic import parse_size as parse_wxh
+
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 160x120, got {text!r}") from None
-    return w, h
+        return parse_wxh(text, what="--size")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_range(text: str) -> tuple[int, int]:
