@@ -21,6 +21,7 @@ import numpy as np
 
 from stream.capture import IMAGE_EXTS, list_images
 from stream.errors import UserError
+from stream.recorder import MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def _folder_items(folder: Path, gray: bool) -> Iterator[_Item]:
 
 
 def _manifest_items(folder: Path, gray: bool, stamps: list[float]) -> Iterator[_Item]:
-    manifest = folder / "manifest.jsonl"
+    manifest = folder / MANIFEST
     entries: list[tuple[Path, float]] = []
     with manifest.open() as fh:
         for lineno, line in enumerate(fh, 1):
@@ -243,7 +244,7 @@ def load_footage(
             if not p.exists():
                 raise UserError(f"{p}: no such file or folder; check the path")
             if p.is_dir():
-                if (p / "manifest.jsonl").is_file():
+                if (p / MANIFEST).is_file():
                     items, stamped = _manifest_items(p, gray, src_stamps), True
                 elif (p / "input").is_dir():
                     items, stamped = _folder_items(p / "input", gray), False

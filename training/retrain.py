@@ -44,12 +44,12 @@ from typing import Any
 import yaml
 
 from stream.errors import UserError
+from stream.recorder import MANIFEST
 from training.rollback import (CURRENT, DEFAULT_KEEP, camera_dir, camera_lock, history_entries,
                                promote, read_model_version)
 
 log = logging.getLogger("sparsecam.retrain")
 
-MANIFEST = "manifest.jsonl"
 HOLDOUT_SHARE = 0.2
 MIN_HOLDOUT = 8
 MIN_TRAIN = 16
