@@ -28,7 +28,7 @@ from tqdm import tqdm
 from stream.errors import UserError
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage
-from training.model import INPUT_MODES, NORMS, OUTPUTS, ModelConfig, UNet, count_parameters, foreground_score
+from training.model import INPUT_MODES, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet, count_parameters, foreground_score
 from training.prox import default_lambda, low_rank_sparse_loss
 from training.threshold import choose_threshold
 
@@ -60,14 +60,16 @@ class TrainConfig:
     input_mode: str = "background"
     output: str = "gated"
     bg_frames: int = 200  # frames in the temporal median (evenly spaced)
+    score_filter: str = "median5"  # filter on the score before the threshold (training.model.foreground_score)
     seed: int = 0
     checkpoint_every: int = 50
     device: str = "auto"
     threshold: float | None = None  # None = chosen from the footage (training/threshold.py)
 
     def identity(self) -> str:
-        """Hash of the settings that make two runs different (not steps, device or schedule)."""
-        keys = {k: v for k, v in self.__dict__.items() if k not in ("steps", "prox_steps", "checkpoint_every", "device", "threshold")}
+        """Hash of the settings that make two runs different (not steps, device, schedule or post-processing)."""
+        post = ("steps", "prox_steps", "checkpoint_every", "device", "threshold", "score_filter")
+        keys = {k: v for k, v in self.__dict__.items() if k not in post}
         for k, default in _LATER_FIELDS.items():  # fields added later hash as before while at their default
             if keys.get(k) == default:
                 keys.pop(k)
@@ -169,7 +171,7 @@ class Trainer:
         self.footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
         self.frames = self.footage.frames
         self.background = temporal_median(self.frames, cfg.bg_frames)
-        mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode, output=cfg.output, height=height, width_px=width)
+        mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode, output=cfg.output, score_filter=cfg.score_filter, height=height, width_px=width)
         bg = to_tensor(self.background[None], torch.device("cpu"))
         self.model = UNet(mcfg, bg).to(self.device)
         self.net: torch.nn.Module = self.model
@@ -325,7 +327,7 @@ class Trainer:
         out_scores, out_s = [], []
         for i in range(0, len(frames), batch):
             s = self.model(to_tensor(frames[i : i + batch], self.device))
-            out_scores.append(foreground_score(s).cpu().numpy())
+            out_scores.append(foreground_score(s, self.model.cfg.score_filter).cpu().numpy())
             out_s.append(s.permute(0, 2, 3, 1).cpu().numpy())
         return np.concatenate(out_scores), np.concatenate(out_s)
 
@@ -417,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda", type=float, dest="lam", help="sparsity weight (default 1/sqrt(max(N, P)))")
     p.add_argument("--lambda-scale", type=float, default=d.lam_scale, dest="lam_scale", help="multiplier on the default lambda")
     p.add_argument("--output", choices=OUTPUTS, default=d.output, help="background mode: gated (D-B)*sigmoid(g) or direct g(D,B)")
+    p.add_argument("--score-filter", choices=SCORE_FILTERS, default=d.score_filter,
+                   help="filter on the score before the threshold (model pixels); median3 keeps smaller objects")
     p.add_argument("--bg-frames", type=int, default=d.bg_frames, help="frames in the temporal-median background reference")
     p.add_argument("--width", type=int, default=d.width, help="U-Net width of the first level")
     p.add_argument("--depth", type=int, default=d.depth, help="U-Net down-samplings")
@@ -435,7 +439,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         footage=[str(f) for f in a.footage], width_px=w, height=h, gray=a.gray, frame_range=a.frame_range,
         max_frames=a.max_frames, stride=a.stride, batch=a.batch, crop=a.crop, steps=a.steps, prox_steps=a.prox_steps,
         lr=a.lr, prox_lr=a.prox_lr, lam=a.lam, width=a.width, depth=a.depth, norm=a.norm, input_mode=a.input_mode,
-        output=a.output, lam_scale=a.lam_scale, bg_frames=a.bg_frames,
+        output=a.output, lam_scale=a.lam_scale, bg_frames=a.bg_frames, score_filter=a.score_filter,
         seed=a.seed, checkpoint_every=a.checkpoint_every, device=a.device, threshold=a.threshold,
     )
 

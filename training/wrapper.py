@@ -3,7 +3,7 @@
 This is exactly the graph that `sparsecam export` writes to ONNX, and what `.pt` checkpoints
 run through in evaluation, so both paths share one definition:
 uint8 BGR frames (N, H, W, 3) -> float [0, 1] -> gray if the model is gray -> resize to the
-model's resolution -> U-Net -> score max_c |S_c| -> resize back to (H, W) -> mask = score > t.
+model's resolution -> U-Net -> score max_c |S_c| (median-filtered) -> resize back to (H, W) -> mask = score > t.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class FramesToMask(nn.Module):
             x = (x * self.gray_weights).sum(dim=1, keepdim=True)
         size = (self.model.cfg.height, self.model.cfg.width_px)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        score = foreground_score(self.model(x)).unsqueeze(1)
+        score = foreground_score(self.model(x), self.model.cfg.score_filter).unsqueeze(1)
         score = F.interpolate(score, size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
         mask = (score > self.threshold).to(torch.uint8) * 255
         return mask, score
