@@ -1,9 +1,9 @@
 """`sparsecam export`: a training checkpoint -> one self-contained ONNX file, checked against PyTorch.
 
 The graph is ``training.wrapper.FramesToMask``: uint8 BGR frames (N, H, W, 3) of any size in,
-``mask`` uint8 0/255 and ``score`` float32 (N, H, W) out, with the resizes and the threshold
-inside. It is exported with the dynamo exporter (the TorchScript one cannot export the
-antialiased resize) with dynamic N, H and W, constant-folded (BatchNorm folded into the
+``mask`` uint8 0/255 and ``score`` float32 (N, H, W) out, with the area resize, the median
+score filter and the threshold inside. It is exported with the dynamo exporter with dynamic N,
+H and W, constant-folded (BatchNorm folded into the
 convolutions), weights embedded, and the ``sparsecam.*`` metadata of ``stream.modelinfo``.
 
 Precisions: fp32; fp16 (the U-Net in float16 between casts; uint8 in/out and the float32
@@ -47,7 +47,7 @@ from training.wrapper import FramesToMask
 log = logging.getLogger("sparsecam.export")
 
 PRECISIONS = ("fp32", "fp16", "int8")
-MIN_OPSET = 18  # Resize with antialias
+MIN_OPSET = 18  # the dynamo exporter writes opset 18 natively; lower ones need a lossy conversion
 # parity tolerances against the PyTorch fp32 model
 FP32_MAX_SCORE_DIFF = 1e-4
 FP32_MIN_AGREEMENT = 0.999
@@ -323,7 +323,7 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     max_opset = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= max_opset:
-        raise UserError(f"opset {opset} is not supported: use {MIN_OPSET}..{max_opset} (antialiased Resize needs {MIN_OPSET})")
+        raise UserError(f"opset {opset} is not supported: use {MIN_OPSET}..{max_opset} (the exporter writes {MIN_OPSET} natively)")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out / 'model.onnx'}")
     if out.exists() and checkpoint.exists() and out.resolve() == checkpoint.resolve():

@@ -1,7 +1,7 @@
 """int8 post-training quantization of an exported fp32 model (onnxruntime static QDQ).
 
 Only the convolutions are quantized (uint8 activations, int8 per-channel weights): the
-pre- and post-processing (uint8 -> float, antialiased resizes, threshold) stays in float, and
+pre- and post-processing (uint8 -> float, resizes, median filter, threshold) stays in float, and
 the int64 shape arithmetic feeding ``Resize`` is left alone. Calibration runs the model on
 frames at its native size: the synthetic scene, the checkpoint's footage or any footage path.
 """

@@ -2,7 +2,7 @@
 
 This is exactly the graph that `sparsecam export` writes to ONNX, and what `.pt` checkpoints
 run through in evaluation, so both paths share one definition:
-uint8 BGR frames (N, H, W, 3) -> float [0, 1] -> gray if the model is gray -> resize to the
+uint8 BGR frames (N, H, W, 3) -> float [0, 1] -> gray if the model is gray -> area-resize to the
 model's resolution -> U-Net -> score max_c |S_c| (median-filtered) -> resize back to (H, W) -> mask = score > t.
 """
 
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.model import UNet, foreground_score
+from training.resize import area_resize
 
 # ITU-R BT.601 luma, the weights of cv2.COLOR_BGR2GRAY, in B, G, R order.
 GRAY_WEIGHTS = (0.114, 0.587, 0.299)
@@ -33,7 +34,7 @@ class FramesToMask(nn.Module):
         if self.model.cfg.channels == 1:
             x = (x * self.gray_weights).sum(dim=1, keepdim=True)
         size = (self.model.cfg.height, self.model.cfg.width_px)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = area_resize(x, size)  # as cv2.INTER_AREA shrank the training frames
         score = foreground_score(self.model(x), self.model.cfg.score_filter).unsqueeze(1)
         score = F.interpolate(score, size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
         mask = (score > self.threshold).to(torch.uint8) * 255
