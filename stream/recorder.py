@@ -22,13 +22,47 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from stream.errors import UserError
+
 log = logging.getLogger("sparsecam.recorder")
 
 MANIFEST = "manifest.jsonl"
+
+
+def read_manifest(path: Path, strict: bool = True) -> list[dict[str, Any]]:
+    """Entries of a recordings manifest in file order: its JSON objects, with ``t`` as a float.
+
+    An entry needs a plain file name ``file`` (no folder, not hidden) and a number ``t``. A
+    line that is not one is a UserError naming it when ``strict`` (training on footage the
+    user pointed at), else skipped with a warning (the nightly retrain must go on).
+    """
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    entries: list[dict[str, Any]] = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            name, t = rec["file"], rec["t"]
+            if (not isinstance(name, str) or "/" in name or name.startswith(".")
+                    or isinstance(t, bool) or not isinstance(t, (int, float))):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            if strict:
+                raise UserError(f'{path} line {lineno} is not a recording entry (a JSON object with a plain file '
+                                f'name "file" and a number "t"); fix or delete that line') from None
+            log.warning("%s line %d is not a valid recording entry; skipped", path, lineno)
+            continue
+        entries.append({**rec, "t": float(t)})
+    return entries
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from stream.client import MaskSubscriber
-from stream.recorder import MANIFEST, CameraRecorder, RecordPolicy
+from stream.errors import UserError
+from stream.recorder import MANIFEST, CameraRecorder, RecordPolicy, read_manifest
 from stream.synthetic import SceneConfig, SyntheticScene
 from tests.daemon_helpers import REPO, start_daemon, stop
 from training.data import load_footage
@@ -53,6 +55,23 @@ def test_files_and_manifest_feed_training(tmp_path):
     rec2.offer(frame(99), 2000.0)
     rec2.close()
     assert len(load_footage([tmp_path / "door"], progress=False).frames) == 7
+
+
+def test_one_manifest_parser_strict_for_training_lenient_for_retrain(tmp_path):
+    from training.retrain import recorded_frames
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.png").write_bytes(b"x")
+    lines = ['{"file": "b.png", "t": 2}', '{"file": "../etc/passwd", "t": 1}', '{"file": "a.png", "t": true}',
+             "not json", "", '{"file": "a.png", "t": 1.5, "camera": "c"}', '{"file": "gone.png", "t": 3}']
+    (tmp_path / MANIFEST).write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"manifest.jsonl line 2 "):
+        read_manifest(tmp_path / MANIFEST)
+    loose = read_manifest(tmp_path / MANIFEST, strict=False)
+    assert [(e["file"], e["t"]) for e in loose] == [("b.png", 2.0), ("a.png", 1.5), ("gone.png", 3.0)]
+    assert loose[1]["camera"] == "c"
+    # retraining: bad lines and missing files skipped, oldest first
+    assert [e["file"] for e in recorded_frames(tmp_path)] == ["a.png", "b.png"]
 
 
 def test_quota_deletes_oldest_first(tmp_path):

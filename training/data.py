@@ -7,7 +7,6 @@ draws training batches that share one crop window (keeping the low-rank prior va
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,7 +20,7 @@ import numpy as np
 
 from stream.capture import IMAGE_EXTS, list_images
 from stream.errors import UserError
-from stream.recorder import MANIFEST
+from stream.recorder import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +97,7 @@ def _folder_items(folder: Path, gray: bool) -> Iterator[_Item]:
 
 def _manifest_items(folder: Path, gray: bool, stamps: list[float]) -> Iterator[_Item]:
     manifest = folder / MANIFEST
-    entries: list[tuple[Path, float]] = []
-    with manifest.open() as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                name, t = rec["file"], rec["t"]
-                if not isinstance(name, str) or not isinstance(t, (int, float)) or isinstance(t, bool):
-                    raise TypeError
-            except (ValueError, KeyError, TypeError):
-                raise UserError(f"{manifest} line {lineno} is not a JSON object with a string \"file\" and a number "
-                                f"\"t\"; fix or delete that line") from None
-            entries.append((folder / name, float(t)))
+    entries = [(folder / rec["file"], rec["t"]) for rec in read_manifest(manifest, strict=True)]
     if not entries:
         raise UserError(f"{manifest} lists no frames; record some footage first or point at another folder")
     for number, (path, t) in enumerate(entries, 1):

@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from stream.errors import UserError
-from stream.recorder import MANIFEST
+from stream.recorder import MANIFEST, read_manifest
 from training.rollback import (CURRENT, DEFAULT_KEEP, camera_dir, camera_lock, history_entries,
                                promote, read_model_version)
 
@@ -79,24 +79,7 @@ def recorded_frames(rec_dir: Path) -> list[dict[str, Any]]:
     if not manifest.is_file():
         raise UserError(f"no recordings in {rec_dir} (no {MANIFEST}); enable recording in the daemon's config "
                         "(recording.enabled: true) or run `sparsecam record`, and check --recordings")
-    entries = []
-    try:
-        lines = manifest.read_text().splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read {manifest}: {exc.strerror}") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            name, t = rec["file"], float(rec["t"])
-            if not isinstance(name, str) or "/" in name or name.startswith("."):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            log.warning("%s line %d is not a valid recording entry; skipped", manifest, lineno)
-            continue
-        if (rec_dir / name).is_file():
-            entries.append({**rec, "t": t})
+    entries = [rec for rec in read_manifest(manifest, strict=False) if (rec_dir / rec["file"]).is_file()]
     entries.sort(key=lambda e: e["t"])
     return entries
 
