@@ -52,7 +52,6 @@ class CameraStats:
     infer: deque = field(default_factory=lambda: deque(maxlen=256))
     stamps: deque = field(default_factory=lambda: deque(maxlen=256))
     fg_ratio: float = 0.0
-    last_frame: float = 0.0  # time.time() of the last frame taken from the camera
     up: bool = True
 
 
@@ -83,6 +82,7 @@ class Daemon:
         first = self.engines[ids[0]]
         self.metrics.set_model(first.model_version, first.provider)
         self.health = Health(stale_after=5.0)
+        self.serving_since = time.time()  # reset when serving starts (run)
         self.health.set_model_loaded(True)
         for cam in cfg.cameras:
             self.health.add_camera(cam.id, timeout_s=cam.timeout)
@@ -174,9 +174,7 @@ class Daemon:
                     break
             for cam in self.cameras.values():
                 cam.start()
-            now = time.time()
-            for st in self.stats.values():
-                st.last_frame = now  # the timeout counts from the start
+            self.serving_since = time.time()  # a camera's timeout counts from here until its first frame
             for reloader in self.reloaders:
                 reloader.start()
             self._online()
@@ -213,10 +211,11 @@ class Daemon:
         for cam_id, cam in self.cameras.items():
             self.metrics.sync_camera(cam)
             st = self.stats[cam_id]
-            up = cam.running and now - st.last_frame <= self.timeouts[cam_id]
+            last = self.health.last_frame(cam_id) or self.serving_since  # one record of the last frame: Health's
+            up = cam.running and now - last <= self.timeouts[cam_id]
             if up != st.up:
                 st.up = up
-                reason = "no frame for %.0f s" % (now - st.last_frame) if not up else "frames again"
+                reason = "no frame for %.0f s" % (now - last) if not up else "frames again"
                 if not up and cam.last_error:
                     reason += f": {cam.last_error}"  # already redacted
                 log.warning("camera %s is %s (%s)", cam_id, "up" if up else "DOWN", reason)
@@ -338,7 +337,6 @@ class Daemon:
                 st.infer.append((t2 - t1) * share)
                 st.stamps.append(now)
                 st.fg_ratio = fg
-                st.last_frame = now
         self._published_since_ping = True
         return True
 

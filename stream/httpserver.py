@@ -87,6 +87,11 @@ class Health:
             if t > self._last_frame.get(camera, -1.0):
                 self._last_frame[camera] = t
 
+    def last_frame(self, camera: str) -> float | None:
+        """Unix capture time of ``camera``'s newest frame, or None before its first."""
+        with self._lock:
+            return self._last_frame.get(camera)
+
     def beat_age(self) -> float | None:
         last = self._last_beat
         return None if last is None else time.monotonic() - last

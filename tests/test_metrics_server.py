@@ -188,7 +188,11 @@ def test_readyz_stale_camera_and_stalled_loop():
     h.set_model_loaded(True)
     h.set_sockets_bound(True)
     h.beat()
-    h.camera_frame("c", time.time() - 3.0)
+    assert h.last_frame("c") is None
+    t_old = time.time() - 3.0
+    h.camera_frame("c", t_old)
+    h.camera_frame("c", t_old - 1.0)  # an older frame arriving late does not move it back
+    assert h.last_frame("c") == t_old
     ok, problems = h.ready()
     assert not ok and len(problems) == 1 and problems[0].startswith("camera c: no frame for 3.")
     h.camera_frame("c")
