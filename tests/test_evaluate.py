@@ -118,6 +118,17 @@ def test_knn_and_rpca_find_the_objects(synth):
         assert scores(c)["f"] > 0.5, (method, scores(c))
 
 
+@pytest.mark.parametrize("method", ["subsense", "pawcs"])
+def test_bgslibrary_methods_when_installed(synth, method):
+    pytest.importorskip("pybgs", reason="pybgs (extra 'bgs') is not installed: SuBSENSE/PAWCS untested here")
+    ls = open_labeled_set(synth)
+    want = list(range(40, N_FRAMES + 1, 10))
+    run = run_classic_timed(method, ls, want)
+    assert sorted(run.masks) == want and run.masks[want[0]].dtype == bool
+    c = sum(ev.confusion(run.masks[i], ls.read_gt(i)) for i in want)
+    assert scores(c)["f"] > 0.5, (method, scores(c))
+
+
 def test_classic_errors(synth):
     ls = open_labeled_set(synth)
     with pytest.raises(UserError, match="unknown classic method"):
