@@ -13,12 +13,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 
 from stream.errors import UserError
 from stream.modelinfo import INPUT_NAME
+from training.resize import resize_image
 
 log = logging.getLogger("sparsecam.export")
 
@@ -40,8 +40,7 @@ def calibration_frames(spec: str, footage: Sequence[str], size: tuple[int, int],
 
         scene = SyntheticScene(SceneConfig(width=max(32, w), height=max(32, h)))
         frames = [scene.frame(t)[0] for t in range(0, 13 * n, 13)]  # spread over the objects' paths
-        return np.stack([f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
-                         for f in frames])
+        return np.stack([resize_image(f, (w, h)) for f in frames])
     paths = list(footage) if spec == "footage" else [spec]
     if not paths:
         raise UserError("--calibration footage: the checkpoint names no footage; use --calibration synthetic or a path")

@@ -1,28 +1,46 @@
-"""The graph's area resize shrinks frames exactly as the training loader (cv2.INTER_AREA) does."""
+"""Training footage and live frames are shrunk by one and the same resize (training.resize)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from training.resize import area_resize
+from training.data import load_footage
+from training.model import ModelConfig, UNet
+from training.resize import resize_image
+from training.wrapper import FramesToMask
 
 
-@pytest.mark.parametrize("src,dst", [((240, 320), (120, 160)), ((480, 640), (120, 160)), ((250, 333), (120, 160)),
-                                     ((121, 161), (120, 160)), ((120, 160), (120, 160))])
-def test_matches_cv2_inter_area(src: tuple[int, int], dst: tuple[int, int]) -> None:
-    img = np.random.default_rng(sum(src)).integers(0, 256, (*src, 3), dtype=np.uint8)
-    ref = cv2.resize(img, dst[::-1], interpolation=cv2.INTER_AREA).astype(np.float32)
-    x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
-    out = area_resize(x, dst)[0].permute(1, 2, 0).numpy()
-    assert out.shape == ref.shape
-    assert np.abs(out - ref).max() <= 0.51  # cv2 rounds to uint8
+class Spy(UNet):
+    """Records what the network was fed."""
+
+    def forward(self, x: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+        self.seen = x.clone()
+        return super().forward(x, background)
 
 
-def test_constant_stays_constant_and_batches_are_independent() -> None:
-    x = torch.stack([torch.full((1, 97, 131), 0.25), torch.full((1, 97, 131), 0.75)])
-    out = area_resize(x, (40, 50))
-    assert out.shape == (2, 1, 40, 50)
-    assert torch.allclose(out[0], torch.tensor(0.25)) and torch.allclose(out[1], torch.tensor(0.75))
+@pytest.mark.parametrize("src", [(240, 320), (250, 333), (480, 640)])
+def test_loader_feeds_the_net_what_the_graph_feeds_it(tmp_path: Path, src: tuple[int, int]) -> None:
+    rng = np.random.default_rng(src[0])
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (*src, 3), dtype=np.uint8), (5, 5), 0)
+    (tmp_path / "f").mkdir()
+    cv2.imwrite(str(tmp_path / "f" / "000001.png"), frame)
+    loaded = load_footage([tmp_path / "f"], size=(160, 120), progress=False).frames[0]
+    spy = Spy(ModelConfig(width=2, depth=1, height=120, width_px=160))
+    with torch.no_grad():
+        FramesToMask(spy, 0.1)(torch.from_numpy(frame[None]))
+    graph = (spy.seen[0].permute(1, 2, 0).numpy() * 255.0)
+    assert loaded.shape == graph.shape == (120, 160, 3)
+    assert np.abs(loaded.astype(np.float32) - graph).max() <= 0.51  # the loader rounds to uint8
+
+
+def test_resize_image_shapes_and_identity() -> None:
+    img = np.arange(60 * 80, dtype=np.uint8).reshape(60, 80)
+    assert resize_image(img, (80, 60)) is img
+    assert resize_image(img, (40, 30)).shape == (30, 40)
+    flat = np.full((97, 131, 3), 77, np.uint8)
+    assert np.array_equal(resize_image(flat, (50, 40)), np.full((40, 50, 3), 77, np.uint8))

@@ -1,6 +1,6 @@
 """Footage readers (videos, image folders, CDnet sets, daemon recordings, the synthetic scene).
 
-numpy + cv2 only (no torch). ``load_footage`` turns paths into one (N, H, W, C) uint8 array;
+numpy + cv2 (torch only to resize, see load_footage). ``load_footage`` turns paths into one (N, H, W, C) uint8 array;
 ``open_labeled_set`` indexes a CDnet-style labeled set for evaluation; ``random_window_batch``
 draws training batches that share one crop window (keeping the low-rank prior valid).
 """
@@ -189,9 +189,9 @@ def load_footage(
 ) -> Footage:
     """Read frames from videos, image folders, CDnet sets, recordings or ``synthetic[:k=v,...]``.
 
-    ``size`` = (width, height) resizes with INTER_AREA. ``frame_range`` (1-based, inclusive; the
-    NNNNNN in file names for numbered frames, else frame order) and ``stride`` apply to each path;
-    ``max_frames`` caps the total. Frames are selected before decoding and stacking.
+    ``size`` = (width, height) resizes as the exported graph does (training.resize, which needs
+    torch). ``frame_range`` (1-based, inclusive; the NNNNNN in file names for numbered frames,
+    else frame order) and ``stride`` apply to each path; ``max_frames`` caps the total. Frames are selected before decoding and stacking.
     """
     from tqdm import tqdm
 
@@ -256,7 +256,9 @@ def load_footage(
                     img = img[..., None]
                 h, w = img.shape[:2]
                 if size is not None and (w, h) != tuple(size):
-                    img = cv2.resize(img, tuple(size), interpolation=cv2.INTER_AREA)
+                    from training.resize import resize_image  # torch: only when resizing
+
+                    img = resize_image(img, tuple(size))
                     if img.ndim == 2:
                         img = img[..., None]
                 elif size is None:

@@ -2,8 +2,9 @@
 
 This is exactly the graph that `sparsecam export` writes to ONNX, and what `.pt` checkpoints
 run through in evaluation, so both paths share one definition:
-uint8 BGR frames (N, H, W, 3) -> float [0, 1] -> gray if the model is gray -> area-resize to the
-model's resolution -> U-Net -> score max_c |S_c| (median-filtered) -> resize back to (H, W) -> mask = score > t.
+uint8 BGR frames (N, H, W, 3) -> float [0, 1] -> gray if the model is gray -> resize to the
+model's resolution (training.resize: as the trainer shrank its footage) -> U-Net -> score
+max_c |S_c| through the median filter -> resize back to (H, W) -> mask = score > t.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.model import UNet, foreground_score
-from training.resize import area_resize
+from training.resize import resize_to_model
 
 # ITU-R BT.601 luma, the weights of cv2.COLOR_BGR2GRAY, in B, G, R order.
 GRAY_WEIGHTS = (0.114, 0.587, 0.299)
@@ -34,7 +35,7 @@ class FramesToMask(nn.Module):
         if self.model.cfg.channels == 1:
             x = (x * self.gray_weights).sum(dim=1, keepdim=True)
         size = (self.model.cfg.height, self.model.cfg.width_px)
-        x = area_resize(x, size)  # as cv2.INTER_AREA shrank the training frames
+        x = resize_to_model(x, size)  # the resize the trainer shrank its footage with
         score = foreground_score(self.model(x), self.model.cfg.score_filter).unsqueeze(1)
         score = F.interpolate(score, size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
         mask = (score > self.threshold).to(torch.uint8) * 255
