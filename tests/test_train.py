@@ -43,8 +43,7 @@ def test_learns_the_synthetic_scene_without_labels(synthetic_run, tmp_path):
     scored = tmp_path / "unseen"
     write_cdnet_folder(scored, 60, SceneConfig(width=160, height=120), start=3000, progress=False)
     result = evaluate(scored, str(out / "model.pt"))
-    assert result["metrics"]["f"] >= 0.9, result["metrics"]
-    assert summary["train_seconds"] < 120
+    assert result["metrics"]["f"] >= 0.9, result["metrics"]  # training time: see bench/, never asserted here
 
 
 def test_loss_went_down(synthetic_run):
