@@ -1,10 +1,10 @@
 """`sparsecam export`: a training checkpoint -> one self-contained ONNX file, checked against PyTorch.
 
 The graph is ``training.wrapper.FramesToMask``: uint8 BGR frames (N, H, W, 3) of any size in,
-``mask`` uint8 0/255 and ``score`` float32 (N, H, W) out, with the area resize, the median
-score filter and the threshold inside. It is exported with the dynamo exporter with dynamic N,
-H and W, constant-folded (BatchNorm folded into the
-convolutions), weights embedded, and the ``sparsecam.*`` metadata of ``stream.modelinfo``.
+``mask`` uint8 0/255 and ``score`` float32 (N, H, W) out, with the resizes (training.resize),
+the median score filter and the threshold inside. It is exported with the dynamo exporter with
+dynamic N, H and W, constant-folded (BatchNorm folded into the convolutions), weights embedded,
+and the ``sparsecam.*`` metadata of ``stream.modelinfo``.
 
 Precisions: fp32; fp16 (the U-Net in float16 between casts; uint8 in/out and the float32
 threshold compare are kept); int8 (static QDQ quantization of the convolutions, see quantize.py).

@@ -1,7 +1,7 @@
 """Footage readers (videos, image folders, CDnet sets, daemon recordings, the synthetic scene).
 
-numpy + cv2 (torch only to resize, see load_footage). ``load_footage`` turns paths into one (N, H, W, C) uint8 array;
-``open_labeled_set`` indexes a CDnet-style labeled set for evaluation; ``random_window_batch``
+numpy + cv2 (torch only to resize, see load_footage). ``load_footage`` turns paths into one
+(N, H, W, C) uint8 array; ``open_labeled_set`` indexes a CDnet-style labeled set for evaluation; ``random_window_batch``
 draws training batches that share one crop window (keeping the low-rank prior valid).
 """
 
@@ -191,7 +191,8 @@ def load_footage(
 
     ``size`` = (width, height) resizes as the exported graph does (training.resize, which needs
     torch). ``frame_range`` (1-based, inclusive; the NNNNNN in file names for numbered frames,
-    else frame order) and ``stride`` apply to each path; ``max_frames`` caps the total. Frames are selected before decoding and stacking.
+    else frame order) and ``stride`` apply to each path; ``max_frames`` caps the total. Frames
+    are selected before decoding and stacking.
     """
     from tqdm import tqdm
 

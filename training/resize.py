@@ -18,9 +18,7 @@ import torch.nn.functional as F
 
 
 def resize_to_model(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Float (N, C, H, W) -> (N, C, size[0], size[1]): the graph's resize."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
+    """Float (N, C, H, W) -> (N, C, size[0], size[1]): the graph's resize (identity at equal size)."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
