@@ -16,7 +16,6 @@ Prints a table and the ratios; --json FILE writes {size: {fps, p50_ms, p99_ms, i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import write_json  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.modelinfo import BUNDLED_MODEL  # noqa: E402
 from stream.engine import Engine  # noqa: E402
@@ -143,8 +143,7 @@ def main() -> int:
         print(f"{size} daemon stages (mean ms): " + ", ".join(f"{k} {v:.2f}" for k, v in r["daemon_stages_ms"].items()))
     print(f"(latency measured with the camera paced at {args.fps:g} fps; sustained fps with an unpaced camera; provider {engine.provider})")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
+        write_json(args.json, results)
     return 0
 
 

@@ -13,7 +13,6 @@ table and, with --json, writes {set: {method: {f, recall, precision, pwc, ...}}}
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import write_json  # noqa: E402
 from training.data import default_data_root  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 
@@ -102,8 +102,7 @@ def main() -> int:
             res[method] = row(evaluate(root, method))
         results[name] = res
         if args.json:  # write as we go: a long run that dies keeps what it measured
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=1))
+            write_json(args.json, results)
     print(markdown(results, classic))
     return 0
 

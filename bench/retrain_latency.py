@@ -13,7 +13,6 @@ p50/p99 and fps for both phases, the retrain's wall time and whether it promoted
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import write_json  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.recorder import CameraRecorder, RecordPolicy  # noqa: E402
 from stream.synthetic import SceneConfig, SyntheticScene  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> int:
     print(f"p99 during retrain / idle: {result['p99_ratio']}x")
     print("retrain output (tail):\n" + "\n".join(out.strip().splitlines()[-6:]))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        write_json(args.json, result)
     return 0
 
 

@@ -19,7 +19,6 @@ creates a new FFmpeg capture).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import write_json  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.protocol import StatusMessage  # noqa: E402
 from tests.daemon_helpers import free_port  # noqa: E402
@@ -172,7 +172,7 @@ def main() -> int:
     print(f"masks   {masks} in {elapsed:.0f} s ({masks / max(elapsed, 1e-9):.1f}/s), sequence gaps {gaps}, "
           f"longest silence {longest_silence:.2f} s, offline status {offline}, daemon exit {proc.returncode}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report, indent=2)
     for p in problems:
         print(f"FAIL: {p}", file=sys.stderr)
     if not problems:

@@ -11,7 +11,6 @@ stream. Frames are uint8 BGR as captured (the graph converts and resizes them it
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import write_json  # noqa: E402
 from stream.modelinfo import BUNDLED_MODEL  # noqa: E402
 from stream.engine import Engine  # noqa: E402
 from stream.modelinfo import INPUT_NAME, MASK_OUTPUT  # noqa: E402
@@ -84,8 +84,7 @@ def main() -> int:
             print(f"  batch {b:3d}: {row['masks_per_s']:9.1f} masks/s (IO binding {row['masks_per_s_iobinding']:9.1f}); "
                   f"call p50 {row['p50_ms']:.3f} ms p99 {row['p99_ms']:.3f} ms", flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
+        write_json(args.json, results)
     return 0
 
 
