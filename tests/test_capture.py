@@ -481,14 +481,12 @@ def test_stalled_stream_unblocks_read_and_open(jpegs: list[bytes]) -> None:
         srv.stop()
 
 
-class _Unplugged(Source):
+class _Unplugged(_FlakyCamera):
     """A live camera whose opens fail ``fail_opens`` times and whose reads fail ``fail_reads`` times."""
 
-    live = True
-
     def __init__(self, fail_opens: int) -> None:
-        super().__init__()
-        self.fail_opens, self.fail_reads, self.name = fail_opens, 0, "/dev/video9"
+        super().__init__(fail_reads=0)
+        self.fail_opens, self.name = fail_opens, "/dev/video9"
         self.open_times: list[float] = []
 
     def open(self) -> None:
@@ -496,13 +494,6 @@ class _Unplugged(Source):
         if self.fail_opens > 0:
             self.fail_opens -= 1
             raise OSError("no such device")
-
-    def read(self) -> np.ndarray | None:
-        time.sleep(0.002)
-        if self.fail_reads > 0:
-            self.fail_reads -= 1
-            return None
-        return np.zeros((H, W, 3), np.uint8)
 
 
 def test_reopen_backoff_doubles_is_capped_and_resets_after_a_good_frame() -> None:
