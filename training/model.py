@@ -8,6 +8,9 @@ Two input modes:
   gated, ``S = (D - B) * sigmoid(g(D, B))``: the net decides *where* the frame departs from the
   scene's background, the magnitude comes from the data.
 
+Camera shake: with ``align`` > 0 the background is first moved onto each frame by the global
+shift that matches them best (training/align.py), searched within ``align`` model pixels.
+
 The foreground score of a pixel is ``max_c |S_c|`` passed through a 5x5 median filter (model
 pixels; ``score_filter``), and the mask is ``score > threshold``.
 """
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.align import align_background
 from training.median import median_filter
 
 INPUT_MODES = ("frame", "background")
@@ -27,6 +31,7 @@ OUTPUTS = ("gated", "direct")
 NORMS = ("batch", "group", "none")
 SCORE_FILTERS = ("median5", "median3", "median7", "box3", "none")
 LEGACY_SCORE_FILTER = "box3"  # what checkpoints written before the field existed were made with
+LEGACY_ALIGN = 0  # checkpoints written before background alignment existed do not align
 
 
 @dataclass
@@ -42,6 +47,7 @@ class ModelConfig:
     width_px: int = 160
     output: str = "gated"  # background mode only: "gated" S = (D - B) * sigmoid(g); "direct" S = g(D, B)
     score_filter: str = "median5"  # spatial filter on max_c |S_c| before the threshold (foreground_score)
+    align: int = 8  # background mode: move the background onto each frame, shifts up to this many model pixels; 0 = off
 
     def __post_init__(self) -> None:
         if self.input_mode not in INPUT_MODES:
@@ -54,6 +60,8 @@ class ModelConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if not 0 <= self.align <= 32:
+            raise ValueError(f"align must be 0 (off) to 32 model pixels, got {self.align}")
         if self.depth < 1 or self.width < 1:
             raise ValueError("depth and width must be >= 1")
 
@@ -125,11 +133,14 @@ class UNet(nn.Module):
             x = block(torch.cat([x, skip], dim=1))
         return self.head(x)
 
-    def forward(self, x: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
-        """S = f(D). ``background`` overrides the stored one (e.g. a crop of it, same window)."""
+    def forward(self, x: torch.Tensor, background: torch.Tensor | None = None, aligned: bool = False) -> torch.Tensor:
+        """S = f(D). ``background`` overrides the stored one (e.g. a crop of it, same window);
+        ``aligned``: it is already moved onto each frame (N, C, H, W), as the trainer precomputes."""
         if self.cfg.input_mode == "frame":
             return self._features(x)
         bg = self.background if background is None else background
+        if self.cfg.align and not aligned:
+            bg = align_background(x, bg, self.cfg.align)
         bg = bg.expand(x.shape[0], -1, -1, -1)
         if self.cfg.output == "direct":
             return self._features(torch.cat([x, bg], dim=1))

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from stream.errors import UserError
+from training.align import align_background, aligned_median
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage
 from training.model import INPUT_MODES, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet, count_parameters, foreground_score
@@ -61,6 +62,7 @@ class TrainConfig:
     output: str = "gated"
     bg_frames: int = 200  # frames in the temporal median (evenly spaced)
     score_filter: str = "median5"  # filter on the score before the threshold (training.model.foreground_score)
+    align: int = 8  # background mode: align the background to each frame within this many model pixels (0 = off)
     seed: int = 0
     checkpoint_every: int = 50
     device: str = "auto"
@@ -76,7 +78,7 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = {"lam_scale": 1.0, "output": "gated", "bg_frames": 200}
+_LATER_FIELDS = {"lam_scale": 1.0, "output": "gated", "bg_frames": 200, "align": 0}
 
 
 @dataclass
@@ -107,12 +109,6 @@ def model_size(footage: Footage, cfg: TrainConfig) -> tuple[int, int]:
 def to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (N,H,W,C) -> float (N,C,H,W) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def temporal_median(frames: np.ndarray, max_frames: int = 200) -> np.ndarray:
-    """Background reference: per-pixel median of up to ``max_frames`` evenly spaced frames."""
-    idx = np.linspace(0, len(frames) - 1, min(len(frames), max_frames)).round().astype(int)
-    return np.median(frames[idx], axis=0).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -170,10 +166,14 @@ class Trainer:
         width, height = model_size(probe, cfg)
         self.footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
         self.frames = self.footage.frames
-        self.background = temporal_median(self.frames, cfg.bg_frames)
-        mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode, output=cfg.output, score_filter=cfg.score_filter, height=height, width_px=width)
+        align = cfg.align if cfg.input_mode == "background" else 0
+        self.background = aligned_median(self.frames, align, cfg.bg_frames)
+        mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode,
+                           output=cfg.output, score_filter=cfg.score_filter, align=align, height=height, width_px=width)
         bg = to_tensor(self.background[None], torch.device("cpu"))
         self.model = UNet(mcfg, bg).to(self.device)
+        # the background each training frame is compared with, aligned once (the model's buffer does not train)
+        self.frame_backgrounds = self.backgrounds(self.frames) if align else None
         self.net: torch.nn.Module = self.model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -269,13 +269,14 @@ class Trainer:
         y = int(self.rng.integers(0, h - ch + 1))
         x = int(self.rng.integers(0, w - cw + 1))
         d = to_tensor(self.frames[idx, y : y + ch, x : x + cw], self.device)
-        bg = to_tensor(self.background[None, y : y + ch, x : x + cw], self.device)
+        bgs = self.background[None] if self.frame_backgrounds is None else self.frame_backgrounds[idx]
+        bg = to_tensor(bgs[:, y : y + ch, x : x + cw], self.device)
         return d, bg
 
     def train_step(self, opt: torch.optim.Optimizer) -> tuple[float, float, float]:
         self.model.train()
         d, bg = self.sample()
-        s = self.net(d, bg)
+        s = self.net(d, bg, aligned=self.frame_backgrounds is not None)
         lam = self.cfg.lam
         if lam is None:
             lam = self.cfg.lam_scale * default_lambda(d.shape[0], d[0].numel())
@@ -331,6 +332,15 @@ class Trainer:
             out_s.append(s.permute(0, 2, 3, 1).cpu().numpy())
         return np.concatenate(out_scores), np.concatenate(out_s)
 
+    @torch.no_grad()
+    def backgrounds(self, frames: np.ndarray) -> np.ndarray:
+        """The background each frame is compared with: (H,W,C), or (N,H,W,C) moved onto each frame when aligning."""
+        if not self.model.cfg.align:
+            return self.background
+        bg = self.model.background.cpu()
+        out = [align_background(to_tensor(frames[i : i + 64], torch.device("cpu")), bg, self.model.cfg.align) for i in range(0, len(frames), 64)]
+        return (torch.cat(out).permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+
 
 def finish_run(tr: Trainer) -> dict[str, Any]:
     """Choose the threshold, write model.pt, plots and summary.json."""
@@ -338,7 +348,7 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
 
     idx = np.linspace(0, len(tr.frames) - 1, min(len(tr.frames), 200)).round().astype(int)
     scores, s = tr.scores(tr.frames[idx])
-    threshold = tr.cfg.threshold if tr.cfg.threshold is not None else choose_threshold(scores, tr.frames[idx], tr.background)
+    threshold = tr.cfg.threshold if tr.cfg.threshold is not None else choose_threshold(scores, tr.frames[idx], tr.backgrounds(tr.frames[idx]))
     tr.save(threshold)
     state = tr.state(threshold)
     for key in ("opt", "sgd"):  # model.pt: what inference and export need, no optimiser state
@@ -421,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=OUTPUTS, default=d.output, help="background mode: gated (D-B)*sigmoid(g) or direct g(D,B)")
     p.add_argument("--score-filter", choices=SCORE_FILTERS, default=d.score_filter,
                    help="filter on the score before the threshold (model pixels); median3 keeps smaller objects")
+    p.add_argument("--align", type=int, default=d.align, metavar="PX",
+                   help="camera shake: move the background onto each frame, shifts up to PX model pixels (0 = off)")
     p.add_argument("--bg-frames", type=int, default=d.bg_frames, help="frames in the temporal-median background reference")
     p.add_argument("--width", type=int, default=d.width, help="U-Net width of the first level")
     p.add_argument("--depth", type=int, default=d.depth, help="U-Net down-samplings")
@@ -439,7 +451,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         footage=[str(f) for f in a.footage], width_px=w, height=h, gray=a.gray, frame_range=a.frame_range,
         max_frames=a.max_frames, stride=a.stride, batch=a.batch, crop=a.crop, steps=a.steps, prox_steps=a.prox_steps,
         lr=a.lr, prox_lr=a.prox_lr, lam=a.lam, width=a.width, depth=a.depth, norm=a.norm, input_mode=a.input_mode,
-        output=a.output, lam_scale=a.lam_scale, bg_frames=a.bg_frames, score_filter=a.score_filter,
+        output=a.output, lam_scale=a.lam_scale, bg_frames=a.bg_frames, score_filter=a.score_filter, align=a.align,
         seed=a.seed, checkpoint_every=a.checkpoint_every, device=a.device, threshold=a.threshold,
     )
 

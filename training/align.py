@@ -1,0 +1,111 @@
+"""Global alignment of the background reference to each frame (camera jitter).
+
+A shaking camera moves the whole scene by a few pixels from frame to frame; compared with a fixed
+background every edge of the scene then lights up as foreground, and the threshold has to rise
+above those edges, which loses the objects that barely differ from the road. The model therefore
+shifts its background onto each frame before comparing them:
+
+1. gray, half model resolution: score every integer shift within ``radius`` model pixels by the
+   mean clipped absolute difference between the frame and the shifted background (clipping makes
+   moving objects count the same for every shift, so they do not pull the estimate);
+2. refine the best shift to sub-pixel from its neighbours' costs (equiangular line fit);
+3. resample the background at that shift (bilinear, edges replicated).
+
+Everything is a handful of tensor operations (grid_sample, argmin, gather) that export to ONNX, so
+training, evaluation and the daemon run the same code. On a static camera the shift found is ~0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLIP = 0.1  # gray levels (of 1) beyond which a pixel's difference counts as "does not match"
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=1, keepdim=True) if x.shape[1] > 1 else x
+
+
+def _grid(n: int, h: int, w: int, shift: torch.Tensor) -> torch.Tensor:
+    """Sampling grid (n, h, w, 2) that reads an (h, w) image at (x + dx, y + dy); shift (n, 2) = (dx, dy) pixels."""
+    ys = (torch.arange(h, dtype=torch.float32, device=shift.device) * 2 + 1) / h - 1
+    xs = (torch.arange(w, dtype=torch.float32, device=shift.device) * 2 + 1) / w - 1
+    gx = xs.reshape(1, 1, w) + (shift[:, 0] * (2.0 / w)).reshape(n, 1, 1)
+    gy = ys.reshape(1, h, 1) + (shift[:, 1] * (2.0 / h)).reshape(n, 1, 1)
+    return torch.stack([gx.expand(n, h, w), gy.expand(n, h, w)], dim=-1)
+
+
+def shift_images(img: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """out[y, x] = img[y + dy, x + dx] (bilinear, edges replicated); img (N or 1, C, H, W), shift (N, 2)."""
+    n = shift.shape[0]
+    h, w = img.shape[-2], img.shape[-1]
+    return F.grid_sample(img.expand(n, -1, -1, -1), _grid(n, h, w, shift), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _candidate_shifts(r: int) -> torch.Tensor:
+    d = torch.arange(-r, r + 1, dtype=torch.float32)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    return torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=1)  # (K, 2), row-major over (dy, dx)
+
+
+def _subpixel(c_minus: torch.Tensor, c0: torch.Tensor, c_plus: torch.Tensor) -> torch.Tensor:
+    """Minimum of the symmetric V through (-1, c_minus), (0, c0), (1, c_plus) (equiangular fit: an
+    absolute-difference cost is V-shaped around its minimum, where a parabola biases towards whole pixels)."""
+    rise = (torch.maximum(c_minus, c_plus) - c0).clamp(min=1e-6)
+    return ((c_minus - c_plus) / (2 * rise)).clamp(-0.5, 0.5)
+
+
+def estimate_shift(x: torch.Tensor, bg: torch.Tensor, radius: int) -> torch.Tensor:
+    """Shift (N, 2) = (dx, dy) in pixels of x's grid such that shift_images(bg, shift) matches x."""
+    r = (radius + 1) // 2 + 1  # half resolution, one ring beyond the radius so its edge still gets a fit
+    xg = F.avg_pool2d(_gray(x), 2)
+    bgg = F.avg_pool2d(_gray(bg), 2)
+    n, _, h, w = xg.shape
+    cand = _candidate_shifts(r).to(x.device)
+    k = cand.shape[0]
+    shifted = shift_images(bgg[:1], cand)  # (K, 1, h, w): the background at every integer shift
+    inner = (slice(None), slice(None), slice(r, h - r), slice(r, w - r))
+    diff = (xg[inner].unsqueeze(1) - shifted[inner].unsqueeze(0)).abs().clamp(max=CLIP)  # (N, K, 1, h', w')
+    cost = diff.mean(dim=(2, 3, 4))  # (N, K)
+    best = cost.argmin(dim=1)  # (N,)
+    side = 2 * r + 1
+    iy, ix = best // side, best % side
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        j = (iy + dy).clamp(0, side - 1) * side + (ix + dx).clamp(0, side - 1)
+        return cost.gather(1, j.unsqueeze(1)).squeeze(1)
+
+    c0 = at(0, 0)
+    fx = _subpixel(at(0, -1), c0, at(0, 1))
+    fy = _subpixel(at(-1, 0), c0, at(1, 0))
+    coarse = cand[best]  # (N, 2)
+    shift = (coarse + torch.stack([fx, fy], dim=1)) * 2.0  # half-resolution pixels -> model pixels
+    return shift.clamp(-float(radius), float(radius))
+
+
+def align_background(x: torch.Tensor, bg: torch.Tensor, radius: int) -> torch.Tensor:
+    """The background (1 or N, C, H, W) moved onto each frame of x (N, C, H, W); radius in pixels.
+
+    Computed in float32 whatever x's type (the fp16 export runs the net in half precision)."""
+    bg32 = bg.float()
+    return shift_images(bg32, estimate_shift(x.float(), bg32, radius)).to(x.dtype)
+
+
+def aligned_median(frames: np.ndarray, radius: int, max_frames: int = 200) -> np.ndarray:
+    """Temporal median background of uint8 frames (N, H, W, C), each first moved onto the plain median."""
+    idx = np.linspace(0, len(frames) - 1, min(len(frames), max_frames)).round().astype(int)
+    sel = frames[idx]
+    plain = np.median(sel, axis=0).astype(np.uint8)
+    if radius <= 0:
+        return plain
+    x = torch.from_numpy(sel).permute(0, 3, 1, 2).float() / 255.0
+    b = torch.from_numpy(plain).permute(2, 0, 1)[None].float() / 255.0
+    moved = []
+    with torch.no_grad():
+        for i in range(0, len(x), 64):
+            xi = x[i : i + 64]
+            moved.append(shift_images(xi, -estimate_shift(xi, b, radius)))  # frame -> background's grid
+    out = torch.cat(moved).median(dim=0).values
+    return (out.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
