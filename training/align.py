@@ -64,7 +64,6 @@ def estimate_shift(x: torch.Tensor, bg: torch.Tensor, radius: int) -> torch.Tens
     bgg = F.avg_pool2d(_gray(bg), 2)
     n, _, h, w = xg.shape
     cand = _candidate_shifts(r).to(x.device)
-    k = cand.shape[0]
     shifted = shift_images(bgg[:1], cand)  # (K, 1, h, w): the background at every integer shift
     inner = (slice(None), slice(None), slice(r, h - r), slice(r, w - r))
     diff = (xg[inner].unsqueeze(1) - shifted[inner].unsqueeze(0)).abs().clamp(max=CLIP)  # (N, K, 1, h', w')
