@@ -92,19 +92,35 @@ def align_background(x: torch.Tensor, bg: torch.Tensor, radius: int) -> torch.Te
     return shift_images(bg32, estimate_shift(x.float(), bg32, radius)).to(x.dtype)
 
 
-def aligned_median(frames: np.ndarray, radius: int, max_frames: int = 200) -> np.ndarray:
+def _to_float(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (N, C, H, W) in [0, 1] -> uint8 (N, H, W, C), rounded."""
+    return (x.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def aligned_backgrounds(frames: np.ndarray, background: np.ndarray, radius: int, batch: int = 64) -> np.ndarray:
+    """uint8 background (H, W, C) moved onto each of the uint8 frames (N, H, W, C): (N, H, W, C)."""
+    bg = _to_float(background[None])
+    return np.concatenate([_to_uint8(align_background(_to_float(frames[i : i + batch]), bg, radius))
+                           for i in range(0, len(frames), batch)])
+
+
+@torch.no_grad()
+def aligned_median(frames: np.ndarray, radius: int, max_frames: int = 200, batch: int = 64) -> np.ndarray:
     """Temporal median background of uint8 frames (N, H, W, C), each first moved onto the plain median."""
     idx = np.linspace(0, len(frames) - 1, min(len(frames), max_frames)).round().astype(int)
     sel = frames[idx]
     plain = np.median(sel, axis=0).astype(np.uint8)
     if radius <= 0:
         return plain
-    x = torch.from_numpy(sel).permute(0, 3, 1, 2).float() / 255.0
-    b = torch.from_numpy(plain).permute(2, 0, 1)[None].float() / 255.0
+    b = _to_float(plain[None])
     moved = []
-    with torch.no_grad():
-        for i in range(0, len(x), 64):
-            xi = x[i : i + 64]
-            moved.append(shift_images(xi, -estimate_shift(xi, b, radius)))  # frame -> background's grid
-    out = torch.cat(moved).median(dim=0).values
-    return (out.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    for i in range(0, len(sel), batch):
+        xi = _to_float(sel[i : i + batch])
+        moved.append(shift_images(xi, -estimate_shift(xi, b, radius)))  # frame -> background's grid
+    return _to_uint8(torch.cat(moved).median(dim=0, keepdim=True).values)[0]

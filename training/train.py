@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from stream.errors import UserError
-from training.align import align_background, aligned_median
+from training.align import aligned_backgrounds, aligned_median
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage
 from training.model import INPUT_MODES, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet, count_parameters, foreground_score
@@ -173,7 +173,7 @@ class Trainer:
         bg = to_tensor(self.background[None], torch.device("cpu"))
         self.model = UNet(mcfg, bg).to(self.device)
         # the background each training frame is compared with, aligned once (the model's buffer does not train)
-        self.frame_backgrounds = self.backgrounds(self.frames) if align else None
+        self.frame_backgrounds = aligned_backgrounds(self.frames, self.background, align) if align else None
         self.net: torch.nn.Module = self.model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -332,15 +332,6 @@ class Trainer:
             out_s.append(s.permute(0, 2, 3, 1).cpu().numpy())
         return np.concatenate(out_scores), np.concatenate(out_s)
 
-    @torch.no_grad()
-    def backgrounds(self, frames: np.ndarray) -> np.ndarray:
-        """The background each frame is compared with: (H,W,C), or (N,H,W,C) moved onto each frame when aligning."""
-        if not self.model.cfg.align:
-            return self.background
-        bg = self.model.background.cpu()
-        out = [align_background(to_tensor(frames[i : i + 64], torch.device("cpu")), bg, self.model.cfg.align) for i in range(0, len(frames), 64)]
-        return (torch.cat(out).permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-
 
 def finish_run(tr: Trainer) -> dict[str, Any]:
     """Choose the threshold, write model.pt, plots and summary.json."""
@@ -348,7 +339,7 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
 
     idx = np.linspace(0, len(tr.frames) - 1, min(len(tr.frames), 200)).round().astype(int)
     scores, s = tr.scores(tr.frames[idx])
-    threshold = tr.cfg.threshold if tr.cfg.threshold is not None else choose_threshold(scores, tr.frames[idx], tr.backgrounds(tr.frames[idx]))
+    threshold = tr.cfg.threshold if tr.cfg.threshold is not None else choose_threshold(scores, tr.frames[idx], tr.background if tr.frame_backgrounds is None else tr.frame_backgrounds[idx])
     tr.save(threshold)
     state = tr.state(threshold)
     for key in ("opt", "sgd"):  # model.pt: what inference and export need, no optimiser state
