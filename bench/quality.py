@@ -7,7 +7,10 @@ protocol with the threshold the model chose itself, and evaluates mog2, knn, mog
 rpca (and subsense, pawcs when pybgs is importable) in the same run. Prints a markdown
 table and, with --json, writes {set: {method: {f, recall, precision, pwc, ...}}}.
 
-    python bench/quality.py [--data DIR] [--set NAME ...] [--json FILE] [--steps N]
+    python bench/quality.py [--data DIR] [--set NAME ...] [--json FILE] [--steps N] [--seeds K]
+
+--seeds K trains K models per set (seeds 0..K-1) to show how much F moves between training
+runs; the table keeps seed 0 and adds the mean and range.
 """
 
 from __future__ import annotations
@@ -41,16 +44,16 @@ def pybgs_available() -> bool:
     return True
 
 
-def train_model(name: str, root: Path, out: Path, steps: int | None, input_mode: str | None = None) -> tuple[Path, dict]:
+def train_model(name: str, root: Path, out: Path, steps: int | None, input_mode: str | None = None, seed: int = 0) -> tuple[Path, dict]:
     from training.train import TrainConfig, train
 
     frames, _ = TRAIN_FRAMES.get(name, (None, ""))
-    cfg = TrainConfig(footage=[str(root)], frame_range=frames)
+    cfg = TrainConfig(footage=[str(root)], frame_range=frames, seed=seed)
     if input_mode:
         cfg.input_mode = input_mode
     if steps:
         cfg.steps = steps
-    run = out / name
+    run = out / (name if seed == 0 else f"{name}-seed{seed}")
     if run.exists():
         import shutil
 
@@ -80,8 +83,12 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="training steps (default: the trainer's default)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "quality", help="where the trained runs go")
     ap.add_argument("--no-classic", action="store_true", help="evaluate only the trained model")
+    ap.add_argument("--seeds", type=int, default=1, help="train this many models per set (seeds 0..K-1) and report the spread of F")
     ap.add_argument("--input-mode", choices=["frame", "background"], help="train this input mode instead of the default (to compare them)")
     args = ap.parse_args()
+    if args.seeds < 1:
+        print("--seeds must be at least 1", file=sys.stderr)
+        return 2
     if not args.data.is_dir():
         print(f"data folder {args.data} not found; pass --data", file=sys.stderr)
         return 2
@@ -97,6 +104,8 @@ def main() -> int:
         res = {"sparsecam": row(evaluate(root, str(model)))}
         res["sparsecam"]["train_seconds"] = summary["train_seconds"]
         res["sparsecam"]["train_frames"] = TRAIN_FRAMES.get(name, (None, "all frames"))[1]
+        if args.seeds > 1:
+            res["sparsecam"].update(seed_spread(name, root, args, res["sparsecam"]))
         for method in classic:
             print(f"   {method}", file=sys.stderr, flush=True)
             res[method] = row(evaluate(root, method))
@@ -105,6 +114,17 @@ def main() -> int:
             write_json(args.json, results)
     print(markdown(results, classic))
     return 0
+
+
+def seed_spread(name: str, root: Path, args: argparse.Namespace, first: dict) -> dict:
+    """Train and score seeds 1..K-1 as well: F of every seed, its mean and range."""
+    fs, times = [first["f"]], [first["train_seconds"]]
+    for seed in range(1, args.seeds):
+        print(f"   sparsecam seed {seed}", file=sys.stderr, flush=True)
+        model, summary = train_model(name, root, args.out, args.steps, args.input_mode, seed=seed)
+        fs.append(row(evaluate(root, str(model)))["f"])
+        times.append(summary["train_seconds"])
+    return {"seed_f": fs, "seed_train_seconds": times, "f_mean": round(sum(fs) / len(fs), 4), "f_min": min(fs), "f_max": max(fs)}
 
 
 def markdown(results: dict, classic: list[str]) -> str:
@@ -119,6 +139,13 @@ def markdown(results: dict, classic: list[str]) -> str:
     for name, res in results.items():
         s = res["sparsecam"]
         lines.append(f"- {name}: oracle F {s['oracle_f']:.3f} at {s['oracle_threshold']:.3f} (own threshold {s['threshold']:.3f}); trained on {s['train_frames']}")
+    spread = [(name, res["sparsecam"]) for name, res in results.items() if "seed_f" in res["sparsecam"]]
+    if spread:
+        lines.append("")
+        lines.append(f"sparsecam over {len(spread[0][1]['seed_f'])} training seeds (the table shows seed 0):")
+        for name, s in spread:
+            seeds = ", ".join(f"{f:.3f}" for f in s["seed_f"])
+            lines.append(f"- {name}: F mean {s['f_mean']:.3f}, range {s['f_min']:.3f}-{s['f_max']:.3f} ({seeds}); train {min(s['seed_train_seconds']):.0f}-{max(s['seed_train_seconds']):.0f} s")
     lines.append("")
     lines.append("ms per frame (method only): " + ", ".join(f"{m} {sum(r[m]['ms_per_frame'] for r in results.values()) / len(results):.1f}" for m in methods))
     return "\n".join(lines)

@@ -28,9 +28,10 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory) -> tuple[Path, dict]:
-    """The default recipe on 300 frames of the bundled model's synthetic camera (160x120)."""
+    """The default recipe on 300 frames of the bundled model's synthetic camera (160x120), with half
+    the default steps: the issue asks for F >= 0.9 within 2 minutes of CI time."""
     out = tmp_path_factory.mktemp("run") / "syn"
-    summary = train(TrainConfig(footage=[f"{BUNDLED_CAMERA},frames=300"]), out, progress=False)
+    summary = train(TrainConfig(footage=[f"{BUNDLED_CAMERA},frames=300"], steps=150), out, progress=False)
     return out, summary
 
 

@@ -49,7 +49,7 @@ class TrainConfig:
     stride: int = 1
     batch: int = 16
     crop: int = 0  # square crop side; 0 = whole frame (default: context matters for camera shake)
-    steps: int = 150
+    steps: int = 300
     prox_steps: int = 0
     lr: float = 3e-3
     prox_lr: float = 1e-3
