@@ -45,9 +45,11 @@ def test_bootstrap_record_retrain_swap_and_retrain_again(tmp_path):
             pump(4)
             learned = versions[-1]
             assert learned != BOOTSTRAP_VERSION, "the daemon did not switch to the retrained model"
-            # more footage since: a newer model, the old one to history (a 40-step net is noisy: the RPCA
-            # comparison with the current model gets a wider tolerance here, as in test_retrain)
-            second = retrain(models, rec, "--rpca-tolerance", "0.2")
+            # more footage since: a newer model, the old one to history. A 40-step net from scratch is
+            # noisy (one fresh-clone run got a near-empty candidate, RPCA agreement 0.29 vs 0.79), so the
+            # second retrain continues from the current weights, as a nightly run would, with the wider
+            # RPCA tolerance test_retrain uses.
+            second = retrain(models, rec, "--from-current", "--rpca-tolerance", "0.2")
             assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
             pump(4)
             assert versions[-1] not in (BOOTSTRAP_VERSION, learned)
