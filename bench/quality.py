@@ -100,9 +100,7 @@ def main() -> int:
     for name in sets:
         root = args.data / name
         print(f"== {name}", file=sys.stderr, flush=True)
-        model, summary = train_model(name, root, args.out, args.steps, args.input_mode)
-        res = {"sparsecam": row(evaluate(root, str(model)))}
-        res["sparsecam"]["train_seconds"] = summary["train_seconds"]
+        res = {"sparsecam": train_and_score(name, root, args)}
         res["sparsecam"]["train_frames"] = TRAIN_FRAMES.get(name, (None, "all frames"))[1]
         if args.seeds > 1:
             res["sparsecam"].update(seed_spread(name, root, args, res["sparsecam"]))
@@ -116,14 +114,20 @@ def main() -> int:
     return 0
 
 
+def train_and_score(name: str, root: Path, args: argparse.Namespace, seed: int = 0) -> dict:
+    """Train one model on the set with ``seed`` and evaluate it: its row plus the training time."""
+    model, summary = train_model(name, root, args.out, args.steps, args.input_mode, seed=seed)
+    return row(evaluate(root, str(model))) | {"train_seconds": summary["train_seconds"]}
+
+
 def seed_spread(name: str, root: Path, args: argparse.Namespace, first: dict) -> dict:
     """Train and score seeds 1..K-1 as well: F of every seed, its mean and range."""
     fs, times = [first["f"]], [first["train_seconds"]]
     for seed in range(1, args.seeds):
         print(f"   sparsecam seed {seed}", file=sys.stderr, flush=True)
-        model, summary = train_model(name, root, args.out, args.steps, args.input_mode, seed=seed)
-        fs.append(row(evaluate(root, str(model)))["f"])
-        times.append(summary["train_seconds"])
+        scored = train_and_score(name, root, args, seed)
+        fs.append(scored["f"])
+        times.append(scored["train_seconds"])
     return {"seed_f": fs, "seed_train_seconds": times, "f_mean": round(sum(fs) / len(fs), 4), "f_min": min(fs), "f_max": max(fs)}
 
 

@@ -259,6 +259,10 @@ class Trainer:
             save_checkpoint(self.ckpt_path, self.state(threshold))
 
     # -- training ------------------------------------------------------------------------
+    def backgrounds(self, idx: np.ndarray) -> np.ndarray:
+        """The background each of the frames ``idx`` is compared with: (N, H, W, C) aligned, or (1, H, W, C)."""
+        return self.background[None] if self.frame_backgrounds is None else self.frame_backgrounds[idx]
+
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """N frames of the scene and the background, all cropped at one random window."""
         n_total, h, w, _ = self.frames.shape
@@ -269,8 +273,7 @@ class Trainer:
         y = int(self.rng.integers(0, h - ch + 1))
         x = int(self.rng.integers(0, w - cw + 1))
         d = to_tensor(self.frames[idx, y : y + ch, x : x + cw], self.device)
-        bgs = self.background[None] if self.frame_backgrounds is None else self.frame_backgrounds[idx]
-        bg = to_tensor(bgs[:, y : y + ch, x : x + cw], self.device)
+        bg = to_tensor(self.backgrounds(idx)[:, y : y + ch, x : x + cw], self.device)
         return d, bg
 
     def train_step(self, opt: torch.optim.Optimizer) -> tuple[float, float, float]:
@@ -339,7 +342,7 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
 
     idx = np.linspace(0, len(tr.frames) - 1, min(len(tr.frames), 200)).round().astype(int)
     scores, s = tr.scores(tr.frames[idx])
-    threshold = tr.cfg.threshold if tr.cfg.threshold is not None else choose_threshold(scores, tr.frames[idx], tr.background if tr.frame_backgrounds is None else tr.frame_backgrounds[idx])
+    threshold = tr.cfg.threshold if tr.cfg.threshold is not None else choose_threshold(scores, tr.frames[idx], tr.backgrounds(idx))
     tr.save(threshold)
     state = tr.state(threshold)
     for key in ("opt", "sgd"):  # model.pt: what inference and export need, no optimiser state
