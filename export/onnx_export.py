@@ -1,8 +1,10 @@
 """`sparsecam export`: a training checkpoint -> one self-contained ONNX file, checked against PyTorch.
 
 The graph is ``training.wrapper.FramesToMask``: uint8 BGR frames (N, H, W, 3) of any size in,
-``mask`` uint8 0/255 and ``score`` float32 (N, H, W) out, with the resizes (training.resize),
-the median score filter and the threshold inside. It is exported with the dynamo exporter with
+``mask`` uint8 0/255 and ``score`` float32 (N, H, W) out, plus ``score_model`` (N, h, w) at the
+model's resolution for the run time's mask clean-up (stream/maskclean.py; its settings travel
+in the metadata), with the resizes (training.resize), the median score filter and the threshold
+inside. It is exported with the dynamo exporter with
 dynamic N, H and W, constant-folded (BatchNorm folded into the convolutions), weights embedded,
 and the ``sparsecam.*`` metadata of ``stream.modelinfo``.
 
@@ -38,7 +40,7 @@ from torch import nn
 
 import stream
 from stream.errors import UserError
-from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, MODEL_FORMAT, SCORE_OUTPUT, ModelInfo
+from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, MODEL_FORMAT, SCORE_MODEL_OUTPUT, SCORE_OUTPUT, ModelInfo
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.metrics import Confusion, confusion, scores
 from training.model import UNet
@@ -138,7 +140,7 @@ def trace_onnx(net: UNet, threshold: float, precision: str = "fp32", opset: int 
     dims = {"frames": {0: torch.export.Dim("N"), 1: torch.export.Dim("H"), 2: torch.export.Dim("W")}}
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                    output_names=[MASK_OUTPUT, SCORE_OUTPUT], dynamic_shapes=dims,
+                                    output_names=[MASK_OUTPUT, SCORE_OUTPUT, SCORE_MODEL_OUTPUT], dynamic_shapes=dims,
                                     opset_version=opset, optimize=True, verbose=False, external_data=False)
     return strip_debug_info(program.model_proto)
 
@@ -199,7 +201,7 @@ def parity_sets(state: dict[str, Any], width: int, height: int) -> list[FrameSet
 def _run_torch(module: FramesToMask, frames: np.ndarray, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
     masks, scores_ = [], []
     for i in range(0, len(frames), batch):
-        m, s = module(torch.from_numpy(np.ascontiguousarray(frames[i:i + batch])))
+        m, s, _ = module(torch.from_numpy(np.ascontiguousarray(frames[i:i + batch])))
         masks.append(m.numpy())
         scores_.append(s.numpy())
     return np.concatenate(masks), np.concatenate(scores_)
@@ -353,6 +355,7 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
         model_version=version, trained_on=[str(s) for s in state.get("footage") or []],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         sparsecam_version=stream.__version__, precision=precision, input_mode=cfg.input_mode,
+        fill_holes=cfg.fill_holes, min_object=cfg.min_object,
     )
     onnx.helper.set_model_props(model, info.to_metadata())
     ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(out))  # self-check

@@ -61,6 +61,7 @@ class ModelSection(_Strict):
     batch_cameras: bool = False  # run frames of cameras sharing a model in one batch
     dir: Path | None = None  # per-camera models: <dir>/<camera>/current.onnx (what `sparsecam retrain` writes)
     bootstrap: bool = True  # with dir: a camera without a model yet gets MOG2 masks ("bootstrap-mog2")
+    cleanup: bool = True  # the model's mask clean-up: fill small holes, drop specks (stream/maskclean.py)
 
     def resolved_path(self) -> Path:
         return self.path if self.path is not None else BUNDLED_MODEL

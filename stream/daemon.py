@@ -135,7 +135,7 @@ class Daemon:
     # -- model ---------------------------------------------------------------------------
     def load_engine(self, path: Path) -> Engine:
         m = self.cfg.model
-        return Engine(path, m.providers, m.intra_op_threads, m.require_gpu)
+        return Engine(path, m.providers, m.intra_op_threads, m.require_gpu, cleanup=m.cleanup)
 
     def swap_engine(self, path: Path, engine: Engine) -> None:
         """Called from a reload thread: the next frame of every camera using ``path`` uses it."""

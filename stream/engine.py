@@ -15,7 +15,8 @@ import numpy as np
 import onnxruntime as ort
 
 from stream.errors import UserError
-from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, SCORE_OUTPUT, ModelInfo
+from stream.maskclean import OFF, CleanUp, clean_masks
+from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, SCORE_MODEL_OUTPUT, SCORE_OUTPUT, ModelInfo
 
 log = logging.getLogger("sparsecam.engine")
 
@@ -86,15 +87,21 @@ def load_session(path: Path, providers: list[str] | None = None, intra_op_thread
 
 
 class Engine:
-    """A loaded, validated, warmed-up model: ``run(frames) -> masks``."""
+    """A loaded, validated, warmed-up model: ``run(frames) -> masks``, cleaned up as the model says.
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0, require_gpu: bool = False, warmup: bool = True) -> None:
+    ``cleanup=False`` turns the mask clean-up (stream/maskclean.py) off; models exported before
+    it have no ``score_model`` output and run without it."""
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0, require_gpu: bool = False, warmup: bool = True, cleanup: bool = True) -> None:
         self.path = Path(path)
         self.session, self.info, self.choice = load_session(self.path, providers, intra_op_threads, require_gpu)
-        self.has_score = SCORE_OUTPUT in {o.name for o in self.session.get_outputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        self.has_score = SCORE_OUTPUT in outputs
+        self.cleanup: CleanUp = self.info.cleanup() if cleanup and SCORE_MODEL_OUTPUT in outputs else OFF
         if self.choice.fallback_reason:
             log.warning("model %s runs on %s: %s", self.path.name, self.choice.used, self.choice.fallback_reason)
-        log.info("model %s (version %s, %dx%d, %s) on %s", self.path.name, self.info.model_version, self.info.width, self.info.height, "gray" if self.info.channels == 1 else "colour", self.choice.used)
+        log.info("model %s (version %s, %dx%d, %s, mask clean-up %s) on %s", self.path.name, self.info.model_version, self.info.width, self.info.height,
+                 "gray" if self.info.channels == 1 else "colour", "on" if self.cleanup.active else "off", self.choice.used)
         if warmup:
             self.self_test()
 
@@ -122,7 +129,11 @@ class Engine:
         single = frames.ndim == 3
         batch = frames[None] if single else frames
         names = [MASK_OUTPUT, SCORE_OUTPUT] if with_score else [MASK_OUTPUT]
+        if self.cleanup.active:
+            names.append(SCORE_MODEL_OUTPUT)
         out = self.session.run(names, {INPUT_NAME: np.ascontiguousarray(batch)})
+        if self.cleanup.active:
+            out[0] = clean_masks(out[0], out.pop(), self.info.threshold, self.cleanup)
         if single:
             out = [o[0] for o in out]
         return (out[0], out[1]) if with_score else out[0]

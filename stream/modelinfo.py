@@ -2,7 +2,9 @@
 
 Kept in ``stream/`` (no torch) so that the daemon can validate a model it did not build.
 The graph contract (MODEL_FORMAT 1): input ``frames`` uint8 (N, H, W, 3) BGR, any N, H, W;
-outputs ``mask`` uint8 (N, H, W) with 0/255 and ``score`` float32 (N, H, W).
+outputs ``mask`` uint8 (N, H, W) with 0/255, ``score`` float32 (N, H, W) and (models exported
+since the mask clean-up) ``score_model`` float32 (N, h, w) at the model's resolution, which the
+run time cleans up with the ``fill_holes`` / ``min_object`` settings (stream/maskclean.py).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stream.errors import UserError
+from stream.maskclean import CleanUp
 
 MODEL_FORMAT = 1
 INPUT_NAME = "frames"
 MASK_OUTPUT = "mask"
 SCORE_OUTPUT = "score"
+SCORE_MODEL_OUTPUT = "score_model"
 PREFIX = "sparsecam."
 # Trained on the built-in synthetic camera BUNDLED_CAMERA at the model's native resolution
 # (160x120); regenerate with `make default-model`.
@@ -39,6 +43,11 @@ class ModelInfo:
     sparsecam_version: str = ""
     precision: str = "fp32"
     input_mode: str = "background"
+    fill_holes: float = 0.0  # mask clean-up (stream/maskclean.py); 0 in models exported before it
+    min_object: float = 0.0
+
+    def cleanup(self) -> CleanUp:
+        return CleanUp(self.fill_holes, self.min_object)
 
     def to_metadata(self) -> dict[str, str]:
         out = {}
@@ -70,7 +79,10 @@ class ModelInfo:
                 sparsecam_version=props.get(PREFIX + "sparsecam_version", ""),
                 precision=props.get(PREFIX + "precision", "fp32"),
                 input_mode=props.get(PREFIX + "input_mode", "background"),
+                fill_holes=float(props.get(PREFIX + "fill_holes", "0")),
+                min_object=float(props.get(PREFIX + "min_object", "0")),
             )
+            info.cleanup()  # range check
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
             raise UserError(f"{source} has malformed sparsecam metadata ({exc})") from None
         if info.channels not in (1, 3) or info.width < 1 or info.height < 1 or not info.model_version:

@@ -18,7 +18,7 @@ import stream  # noqa: E402
 from export import onnx_export  # noqa: E402
 from export.onnx_export import export_model, model_version, strip_debug_info  # noqa: E402
 from stream.errors import UserError  # noqa: E402
-from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, SCORE_OUTPUT, ModelInfo  # noqa: E402
+from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, SCORE_MODEL_OUTPUT, SCORE_OUTPUT, ModelInfo  # noqa: E402
 from stream.synthetic import SceneConfig, SyntheticScene  # noqa: E402
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
 from training.wrapper import FramesToMask  # noqa: E402
@@ -73,13 +73,13 @@ def test_fp32_file_graph_and_io(fp32: tuple[Path, dict]) -> None:
     assert (inp.name, inp.type) == (INPUT_NAME, "tensor(uint8)")
     assert all(isinstance(d, str) for d in inp.shape[:3]) and inp.shape[3] == 3  # dynamic N, H, W
     outs = {o.name: o for o in sess.get_outputs()}
-    assert set(outs) == {MASK_OUTPUT, SCORE_OUTPUT}
-    assert outs[MASK_OUTPUT].type == "tensor(uint8)" and outs[SCORE_OUTPUT].type == "tensor(float)"
+    assert set(outs) == {MASK_OUTPUT, SCORE_OUTPUT, SCORE_MODEL_OUTPUT}
+    assert outs[MASK_OUTPUT].type == "tensor(uint8)" and outs[SCORE_OUTPUT].type == outs[SCORE_MODEL_OUTPUT].type == "tensor(float)"
     assert all(isinstance(d, str) for d in outs[MASK_OUTPUT].shape) and len(outs[SCORE_OUTPUT].shape) == 3
     for n, h, w in ((1, 120, 160), (2, 100, 130), (1, 37, 53)):
         frames = np.random.default_rng(n * h).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
-        mask, score = sess.run(None, {INPUT_NAME: frames})
-        assert mask.shape == score.shape == (n, h, w)
+        mask, score, small = sess.run([MASK_OUTPUT, SCORE_OUTPUT, SCORE_MODEL_OUTPUT], {INPUT_NAME: frames})
+        assert mask.shape == score.shape == (n, h, w) and small.shape == (n, 120, 160)  # the model's resolution
         assert mask.dtype == np.uint8 and score.dtype == np.float32 and set(np.unique(mask)) <= {0, 255}
 
     # the export's own parity check passed with the documented tolerances
@@ -98,6 +98,7 @@ def test_metadata_round_trip(fp32: tuple[Path, dict], run_dir: Path) -> None:
     assert info.threshold == pytest.approx(state["threshold"], rel=0, abs=0)
     assert info.trained_on == state["footage"] == ["synthetic:frames=60,size=160x120"]
     assert info.precision == "fp32" and info.input_mode == state["config"]["input_mode"]
+    assert (info.fill_holes, info.min_object) == (state["config"]["fill_holes"], state["config"]["min_object"]) == (0.01, 0.001)
     assert info.sparsecam_version == stream.__version__
     created = datetime.fromisoformat(info.created)
     assert created.tzinfo is not None and abs(datetime.now(timezone.utc) - created) < timedelta(hours=1)
@@ -115,10 +116,10 @@ def test_parity_two_sizes_batch3(fp32: tuple[Path, dict], run_dir: Path) -> None
         scene = SyntheticScene(SceneConfig(width=w, height=h, seed=3))
         frames = np.stack([scene.frame(t)[0] for t in (5, 40, 75)])
         with torch.inference_mode():
-            m_ref, s_ref = (t.numpy() for t in ref(torch.from_numpy(frames)))
-        mask, score = sess.run([MASK_OUTPUT, SCORE_OUTPUT], {INPUT_NAME: frames})
+            m_ref, s_ref, small_ref = (t.numpy() for t in ref(torch.from_numpy(frames)))
+        mask, score, small = sess.run([MASK_OUTPUT, SCORE_OUTPUT, SCORE_MODEL_OUTPUT], {INPUT_NAME: frames})
         assert score.shape == (3, h, w)
-        assert np.abs(score - s_ref).max() <= 1e-4
+        assert np.abs(score - s_ref).max() <= 1e-4 and np.abs(small - small_ref).max() <= 1e-4
         assert (mask == m_ref).mean() >= 0.999
         assert s_ref.max() > 0  # a real comparison, not of two zero maps
 
@@ -165,7 +166,7 @@ def test_reduced_precision(precision: str, run_dir: Path, tmp_path: Path) -> Non
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops and onnx.TensorProto.INT8 in dtypes
     sess = _session(out)
     assert sess.get_inputs()[0].type == "tensor(uint8)"
-    mask, score = sess.run(None, {INPUT_NAME: np.zeros((2, 90, 70, 3), np.uint8)})
+    mask, score, _ = sess.run(None, {INPUT_NAME: np.zeros((2, 90, 70, 3), np.uint8)})
     assert mask.dtype == np.uint8 and score.dtype == np.float32 and mask.shape == (2, 90, 70)
 
 
@@ -209,3 +210,67 @@ def test_cli_unfinished_checkpoint(run_dir: Path, tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "did not finish" in lines[0]
     assert not out.exists()
+
+
+def _synthetic_frames(n: int = 6, w: int = 200, h: int = 150) -> np.ndarray:
+    scene = SyntheticScene(SceneConfig(width=w, height=h, seed=5))
+    return np.stack([scene.frame(t)[0] for t in range(0, 9 * n, 9)])
+
+
+def test_engine_and_checkpoint_clean_masks_alike(fp32: tuple[Path, dict], run_dir: Path) -> None:
+    """The run time cleans the graph's mask up with the model's settings, and eval of the .pt does the same."""
+    from stream.engine import Engine
+    from stream.maskclean import clean_masks
+    from training.predict import load_predictor
+
+    path, _ = fp32
+    blocks = np.kron(np.random.default_rng(1).integers(0, 256, (4, 15, 20, 3)), np.ones((1, 10, 10, 1))).astype(np.uint8)
+    frames = np.concatenate([_synthetic_frames(), blocks])  # random colour blocks: a blotchy mask to clean
+    engine, raw_engine = Engine(path), Engine(path, cleanup=False)
+    assert engine.cleanup.active and not raw_engine.cleanup.active
+    raw, small = _session(path).run([MASK_OUTPUT, SCORE_MODEL_OUTPUT], {INPUT_NAME: frames})
+    cleaned = engine.run(frames)
+    np.testing.assert_array_equal(raw_engine.run(frames), raw)
+    np.testing.assert_array_equal(cleaned, clean_masks(raw, small, engine.info.threshold, engine.cleanup))
+    assert (cleaned != raw).any()  # something was cleaned
+    torch_predictor = load_predictor(run_dir / "model.pt")
+    _, torch_mask = torch_predictor.predict(frames)
+    with torch.inference_mode():
+        torch_raw = torch_predictor.module(torch.from_numpy(frames))[0].numpy()
+    assert (torch_mask != (torch_raw > 0)).any()  # the .pt path cleans up too
+    _, onnx_mask = load_predictor(path).predict(frames)
+    np.testing.assert_array_equal(onnx_mask, cleaned > 0)
+    assert (torch_mask == onnx_mask).mean() >= 0.999
+
+
+def test_model_without_score_model_output_runs_uncleaned(fp32: tuple[Path, dict], tmp_path: Path) -> None:
+    """Models exported before the clean-up (no score_model output) still load and run, without it."""
+    from stream.engine import Engine
+
+    path, _ = fp32
+    model = onnx.load_model(str(path))
+    keep = [o for o in model.graph.output if o.name != SCORE_MODEL_OUTPUT]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    old = tmp_path / "old.onnx"
+    onnx.save_model(model, str(old))
+    engine = Engine(old)
+    assert not engine.cleanup.active
+    frames = _synthetic_frames(2)
+    np.testing.assert_array_equal(engine.run(frames), Engine(path, cleanup=False).run(frames))
+
+
+def test_legacy_checkpoint_and_cli_fractions(run_dir: Path) -> None:
+    from training.train import build_parser
+
+    state = load_checkpoint(run_dir / "model.pt")
+    for key in ("fill_holes", "min_object"):
+        state["config"].pop(key)
+    cfg = model_from_checkpoint(state).cfg  # written before the clean-up existed: it stays off
+    assert (cfg.fill_holes, cfg.min_object) == (0.0, 0.0)
+    args = build_parser().parse_args(["synthetic", "--out", "x", "--fill-holes", "0.02", "--min-object", "0"])
+    assert (args.fill_holes, args.min_object) == (0.02, 0.0)
+    for bad in ("1", "-0.1", "lots"):
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args(["synthetic", "--out", "x", "--fill-holes", bad])
+        assert exc.value.code == 2

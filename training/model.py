@@ -12,7 +12,8 @@ Camera shake: with ``align`` > 0 the background is first moved onto each frame b
 shift that matches them best (training/align.py), searched within ``align`` model pixels.
 
 The foreground score of a pixel is ``max_c |S_c|`` passed through a 5x5 median filter (model
-pixels; ``score_filter``), and the mask is ``score > threshold``.
+pixels; ``score_filter``), and the mask is ``score > threshold``, cleaned up after the graph
+(``fill_holes``, ``min_object``: stream/maskclean.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ NORMS = ("batch", "group", "none")
 SCORE_FILTERS = ("median5", "median3", "median7", "box3", "none")
 LEGACY_SCORE_FILTER = "box3"  # what checkpoints written before the field existed were made with
 LEGACY_ALIGN = 0  # checkpoints written before background alignment existed do not align
+LEGACY_CLEANUP = {"fill_holes": 0.0, "min_object": 0.0}  # nor clean their masks up
 
 
 @dataclass
@@ -48,6 +50,8 @@ class ModelConfig:
     output: str = "gated"  # background mode only: "gated" S = (D - B) * sigmoid(g); "direct" S = g(D, B)
     score_filter: str = "median5"  # spatial filter on max_c |S_c| before the threshold (foreground_score)
     align: int = 8  # background mode: move the background onto each frame, shifts up to this many model pixels; 0 = off
+    fill_holes: float = 0.01  # mask clean-up after the graph (stream/maskclean.py), fractions of the frame; 0 = off
+    min_object: float = 0.001
 
     def __post_init__(self) -> None:
         if self.input_mode not in INPUT_MODES:
@@ -62,6 +66,8 @@ class ModelConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if not 0 <= self.align <= 32:
             raise ValueError(f"align must be 0 (off) to 32 model pixels, got {self.align}")
+        if not (0 <= self.fill_holes < 1 and 0 <= self.min_object < 1):
+            raise ValueError("fill_holes and min_object are fractions of the frame in [0, 1)")
         if self.depth < 1 or self.width < 1:
             raise ValueError("depth and width must be >= 1")
 

@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from stream.errors import UserError
+from stream.maskclean import CleanUp, clean_masks
 
 
 class Predictor(Protocol):
@@ -32,12 +33,15 @@ class TorchPredictor:
         self.threshold = float(state["threshold"])
         self.name = str(path)
         self._torch = torch
-        self.module = FramesToMask(model_from_checkpoint(state), self.threshold)
+        model = model_from_checkpoint(state)
+        self.module = FramesToMask(model, self.threshold)
+        self.cleanup = CleanUp(model.cfg.fill_holes, model.cfg.min_object)
 
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
-            mask, score = self.module(self._torch.from_numpy(np.ascontiguousarray(frames)))
-        return score.numpy(), mask.numpy() > 0
+            mask, score, small = self.module(self._torch.from_numpy(np.ascontiguousarray(frames)))
+        mask = clean_masks(mask.numpy(), small.numpy(), self.threshold, self.cleanup)  # as the run time does
+        return score.numpy(), mask > 0
 
 
 class OnnxPredictor:

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from stream.errors import UserError
+from stream.maskclean import CleanUp, clean_masks
 from training.align import aligned_backgrounds, aligned_median
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage
@@ -62,6 +63,8 @@ class TrainConfig:
     output: str = "gated"
     bg_frames: int = 200  # frames in the temporal median (evenly spaced)
     score_filter: str = "median5"  # filter on the score before the threshold (training.model.foreground_score)
+    fill_holes: float = 0.01  # mask clean-up (stream/maskclean.py): fill enclosed holes up to this fraction of the frame
+    min_object: float = 0.001  # ... and drop foreground components smaller than this fraction
     align: int = 8  # background mode: align the background to each frame within this many model pixels (0 = off)
     seed: int = 0
     checkpoint_every: int = 50
@@ -70,7 +73,7 @@ class TrainConfig:
 
     def identity(self) -> str:
         """Hash of the settings that make two runs different (not steps, device, schedule or post-processing)."""
-        post = ("steps", "prox_steps", "checkpoint_every", "device", "threshold", "score_filter")
+        post = ("steps", "prox_steps", "checkpoint_every", "device", "threshold", "score_filter", "fill_holes", "min_object")
         keys = {k: v for k, v in self.__dict__.items() if k not in post}
         for k, default in _LATER_FIELDS.items():  # fields added later hash as before while at their default
             if keys.get(k) == default:
@@ -169,7 +172,8 @@ class Trainer:
         align = cfg.align if cfg.input_mode == "background" else 0
         self.background = aligned_median(self.frames, align, cfg.bg_frames)
         mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode,
-                           output=cfg.output, score_filter=cfg.score_filter, align=align, height=height, width_px=width)
+                           output=cfg.output, score_filter=cfg.score_filter, align=align, height=height, width_px=width,
+                           fill_holes=cfg.fill_holes, min_object=cfg.min_object)
         bg = to_tensor(self.background[None], torch.device("cpu"))
         self.model = UNet(mcfg, bg).to(self.device)
         # the background each training frame is compared with, aligned once (the model's buffer does not train)
@@ -351,7 +355,9 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
     save_loss_curve(tr.history, tr.out / "loss.png")
     pick = idx[np.linspace(0, len(idx) - 1, 4).round().astype(int)]
     pick_pos = [int(np.where(idx == p)[0][0]) for p in pick]
-    save_montage(tr.frames[pick], s[pick_pos], scores[pick_pos] > threshold, tr.out / "montage.png")
+    cfg = tr.model.cfg
+    masks = clean_masks(np.where(scores[pick_pos] > threshold, 255, 0).astype(np.uint8), scores[pick_pos], threshold, CleanUp(cfg.fill_holes, cfg.min_object))
+    save_montage(tr.frames[pick], s[pick_pos], masks > 0, tr.out / "montage.png")
     summary = {
         "footage": [str(p) for p in tr.cfg.footage],
         "frames_used": int(len(tr.frames)),
@@ -403,6 +409,17 @@ def parse_range(text: str) -> tuple[int, int]:
     return a, b
 
 
+def parse_fraction(text: str) -> float:
+    """A fraction of the frame's area in [0, 1), for the mask clean-up options."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction of the frame in [0, 1) such as 0.01, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(footage=[])
     p = argparse.ArgumentParser(prog="sparsecam train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -425,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=OUTPUTS, default=d.output, help="background mode: gated (D-B)*sigmoid(g) or direct g(D,B)")
     p.add_argument("--score-filter", choices=SCORE_FILTERS, default=d.score_filter,
                    help="filter on the score before the threshold (model pixels); median3 keeps smaller objects")
+    p.add_argument("--fill-holes", type=parse_fraction, default=d.fill_holes, metavar="FRAC",
+                   help="mask clean-up: fill holes inside objects up to FRAC of the frame (0 = off)")
+    p.add_argument("--min-object", type=parse_fraction, default=d.min_object, metavar="FRAC",
+                   help="mask clean-up: drop foreground specks smaller than FRAC of the frame (0 = off)")
     p.add_argument("--align", type=int, default=d.align, metavar="PX",
                    help="camera shake: move the background onto each frame, shifts up to PX model pixels (0 = off)")
     p.add_argument("--bg-frames", type=int, default=d.bg_frames, help="frames in the temporal-median background reference")
@@ -446,7 +467,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         max_frames=a.max_frames, stride=a.stride, batch=a.batch, crop=a.crop, steps=a.steps, prox_steps=a.prox_steps,
         lr=a.lr, prox_lr=a.prox_lr, lam=a.lam, width=a.width, depth=a.depth, norm=a.norm, input_mode=a.input_mode,
         output=a.output, lam_scale=a.lam_scale, bg_frames=a.bg_frames, score_filter=a.score_filter, align=a.align,
-        seed=a.seed, checkpoint_every=a.checkpoint_every, device=a.device, threshold=a.threshold,
+        fill_holes=a.fill_holes, min_object=a.min_object, seed=a.seed, checkpoint_every=a.checkpoint_every, device=a.device, threshold=a.threshold,
     )
 
 

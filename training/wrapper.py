@@ -4,7 +4,8 @@ This is exactly the graph that `sparsecam export` writes to ONNX, and what `.pt`
 run through in evaluation, so both paths share one definition:
 uint8 BGR frames (N, H, W, 3) -> float [0, 1] -> gray if the model is gray -> resize to the
 model's resolution (training.resize: as the trainer shrank its footage) -> U-Net -> score
-max_c |S_c| through the median filter -> resize back to (H, W) -> mask = score > t.
+max_c |S_c| through the median filter (``score_model``) -> resize back to (H, W) -> mask = score > t.
+The mask clean-up (stream/maskclean.py) runs on ``score_model`` after this graph.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ GRAY_WEIGHTS = (0.114, 0.587, 0.299)
 
 
 class FramesToMask(nn.Module):
-    """uint8 (N,H,W,3) BGR -> (mask uint8 (N,H,W) 0/255, score float32 (N,H,W))."""
+    """uint8 (N,H,W,3) BGR -> (mask uint8 (N,H,W) 0/255, score float32 (N,H,W), score_model float32 (N,h,w))."""
 
     def __init__(self, model: UNet, threshold: float) -> None:
         super().__init__()
@@ -29,14 +30,14 @@ class FramesToMask(nn.Module):
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.register_buffer("gray_weights", torch.tensor(GRAY_WEIGHTS).reshape(1, 3, 1, 1))
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h, w = frames.shape[1], frames.shape[2]
         x = frames.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
         if self.model.cfg.channels == 1:
             x = (x * self.gray_weights).sum(dim=1, keepdim=True)
         size = (self.model.cfg.height, self.model.cfg.width_px)
         x = resize_to_model(x, size)  # the resize the trainer shrank its footage with
-        score = foreground_score(self.model(x), self.model.cfg.score_filter).unsqueeze(1)
-        score = F.interpolate(score, size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
+        small = foreground_score(self.model(x), self.model.cfg.score_filter)
+        score = F.interpolate(small.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
         mask = (score > self.threshold).to(torch.uint8) * 255
-        return mask, score
+        return mask, score, small
