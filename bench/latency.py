@@ -2,7 +2,8 @@
 """Latency benchmark: the daemon end to end against a bare session.run loop and OpenCV MOG2.
 
 For each size (default 320x240 and 640x480), in one run on this machine:
-- inference: a bare ``Engine.run`` loop on one frame (the model alone, onnxruntime);
+- inference: a bare ``Engine.run`` loop on one frame (the model alone, onnxruntime, with the
+  mask clean-up), and the clean-up alone (stream/maskclean.py) on the same frames' outputs;
 - mog2: an OpenCV MOG2 ``apply`` loop on the same frames (the classic per-frame baseline);
 - sustained fps: ``sparsecam serve`` (a real subprocess) on an unpaced synthetic camera,
   counted by a subscriber over tcp://127.0.0.1;
@@ -27,7 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.report import write_json  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
-from stream.modelinfo import BUNDLED_MODEL  # noqa: E402
+from stream.maskclean import clean_masks  # noqa: E402
+from stream.modelinfo import BUNDLED_MODEL, INPUT_NAME, MASK_OUTPUT, SCORE_MODEL_OUTPUT  # noqa: E402
 from stream.engine import Engine  # noqa: E402
 from stream.synthetic import SceneConfig, SyntheticScene  # noqa: E402
 from tests.daemon_helpers import start_daemon, stop  # noqa: E402
@@ -113,9 +115,13 @@ def main() -> int:
             scene = SyntheticScene(SceneConfig(width=w, height=h))
             frames = [scene.frame(t)[0] for t in range(60)]
             infer = timed_loop(engine.run, frames, args.seconds)
+            cleanup = np.array([0.0])
+            if engine.cleanup.active:
+                outs = [engine.session.run([MASK_OUTPUT, SCORE_MODEL_OUTPUT], {INPUT_NAME: f[None]}) for f in frames]
+                cleanup = timed_loop(lambda o: clean_masks(o[0], o[1], engine.info.threshold, engine.cleanup), outs, args.seconds / 4)
             mog = cv2.createBackgroundSubtractorMOG2()
             mog2 = timed_loop(mog.apply, frames, args.seconds)
-            print(f"{size}: inference {np.median(infer):.2f} ms, MOG2 {np.median(mog2):.2f} ms; running the daemon...", file=sys.stderr, flush=True)
+            print(f"{size}: inference {np.median(infer):.2f} ms (clean-up {np.median(cleanup):.2f} of it), MOG2 {np.median(mog2):.2f} ms; running the daemon...", file=sys.stderr, flush=True)
             sustained = daemon_run(tmp, args.model, size, None, args.seconds)
             paced = daemon_run(tmp, args.model, size, args.fps, args.seconds)
             results[size] = {
@@ -124,6 +130,7 @@ def main() -> int:
                 "p99_ms": round(paced["p99_ms"], 2),
                 "inference_ms": round(float(np.median(infer)), 2),
                 "inference_p99_ms": round(float(np.percentile(infer, 99)), 2),
+                "cleanup_ms": round(float(np.median(cleanup)), 3),
                 "mog2_ms": round(float(np.median(mog2)), 2),
                 # pipeline overhead: end to end minus the inference the daemon itself measured
                 "overhead_ms": round(paced["p50_ms"] - paced["stages_ms"].get("inference", 0.0), 2),
@@ -140,7 +147,8 @@ def main() -> int:
         print(f"| {size} | {r['fps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['inference_ms']:.2f} | {r['mog2_ms']:.2f} | "
               f"{r['inference_over_mog2']:.2f}x | {r['overhead_ms']:.2f} | {r['overhead_vs_bare_loop_ms']:.2f} |")
     for size, r in results.items():
-        print(f"{size} daemon stages (mean ms): " + ", ".join(f"{k} {v:.2f}" for k, v in r["daemon_stages_ms"].items()))
+        print(f"{size} daemon stages (mean ms): " + ", ".join(f"{k} {v:.2f}" for k, v in r["daemon_stages_ms"].items())
+              + f"; mask clean-up {r['cleanup_ms']:.3f} ms of the inference")
     print(f"(latency measured with the camera paced at {args.fps:g} fps; sustained fps with an unpaced camera; provider {engine.provider})")
     if args.json:
         write_json(args.json, results)

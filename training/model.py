@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stream.maskclean import CleanUp
 from training.align import align_background
 from training.median import median_filter
 
@@ -66,10 +67,12 @@ class ModelConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if not 0 <= self.align <= 32:
             raise ValueError(f"align must be 0 (off) to 32 model pixels, got {self.align}")
-        if not (0 <= self.fill_holes < 1 and 0 <= self.min_object < 1):
-            raise ValueError("fill_holes and min_object are fractions of the frame in [0, 1)")
+        self.cleanup()  # validates the fractions
         if self.depth < 1 or self.width < 1:
             raise ValueError("depth and width must be >= 1")
+
+    def cleanup(self) -> CleanUp:
+        return CleanUp(self.fill_holes, self.min_object)
 
     def to_dict(self) -> dict:
         return asdict(self)

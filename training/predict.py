@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from stream.errors import UserError
-from stream.maskclean import CleanUp, clean_masks
+from stream.maskclean import clean_masks
 
 
 class Predictor(Protocol):
@@ -35,7 +35,7 @@ class TorchPredictor:
         self._torch = torch
         model = model_from_checkpoint(state)
         self.module = FramesToMask(model, self.threshold)
-        self.cleanup = CleanUp(model.cfg.fill_holes, model.cfg.min_object)
+        self.cleanup = model.cfg.cleanup()
 
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():

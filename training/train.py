@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from stream.errors import UserError
-from stream.maskclean import CleanUp, clean_masks
+from stream.maskclean import clean_masks
 from training.align import aligned_backgrounds, aligned_median
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage
@@ -355,8 +355,7 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
     save_loss_curve(tr.history, tr.out / "loss.png")
     pick = idx[np.linspace(0, len(idx) - 1, 4).round().astype(int)]
     pick_pos = [int(np.where(idx == p)[0][0]) for p in pick]
-    cfg = tr.model.cfg
-    masks = clean_masks(np.where(scores[pick_pos] > threshold, 255, 0).astype(np.uint8), scores[pick_pos], threshold, CleanUp(cfg.fill_holes, cfg.min_object))
+    masks = clean_masks(np.where(scores[pick_pos] > threshold, 255, 0).astype(np.uint8), scores[pick_pos], threshold, tr.model.cfg.cleanup())
     save_montage(tr.frames[pick], s[pick_pos], masks > 0, tr.out / "montage.png")
     summary = {
         "footage": [str(p) for p in tr.cfg.footage],
