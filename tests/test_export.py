@@ -175,9 +175,9 @@ def test_parity_failure_writes_nothing(fp32: tuple[Path, dict], run_dir: Path, t
     """A graph that disagrees with PyTorch is refused and an existing file is left as it was."""
     good = strip_debug_info(onnx.load_model(str(fp32[0])))
     convs = [n for n in good.graph.node if n.op_type == "Conv"]
-    weight = next(i for i in good.graph.initializer if i.name == convs[0].input[1])
-    arr = onnx.numpy_helper.to_array(weight) * 1.5
-    weight.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), weight.name))
+    bias = next(i for i in good.graph.initializer if i.name == convs[-1].input[2])  # the gate's head
+    arr = onnx.numpy_helper.to_array(bias) + 3.0  # opens the gate
+    bias.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), bias.name))
     monkeypatch.setattr(onnx_export, "trace_onnx", lambda *a, **k: good)
     out = tmp_path / "model.onnx"
     out.write_bytes(b"previous model")
@@ -274,3 +274,13 @@ def test_legacy_checkpoint_and_cli_fractions(run_dir: Path) -> None:
         with pytest.raises(SystemExit) as exc:
             build_parser().parse_args(["synthetic", "--out", "x", "--fill-holes", bad])
         assert exc.value.code == 2
+
+
+def test_fp32_tolerance_passes_alignment_rounding_refuses_real_drift() -> None:
+    """Measured on the waving-trees model: score max diff 1.12e-4 with every mask pixel equal must pass."""
+    ok = {"mask_binary": True, "max_diff": 1.12e-4, "agreement": 1.0, "f_change": 0.0, "f_torch": 0.1, "f_onnx": 0.1}
+    assert onnx_export.parity_failures(ok, "fp32") == []
+    drift = {**ok, "max_diff": 5e-3}
+    assert any("score max diff" in f for f in onnx_export.parity_failures(drift, "fp32"))
+    flips = {**ok, "agreement": 0.998}
+    assert any("mask agreement" in f for f in onnx_export.parity_failures(flips, "fp32"))
