@@ -51,8 +51,8 @@ class ModelConfig:
     output: str = "gated"  # background mode only: "gated" S = (D - B) * sigmoid(g); "direct" S = g(D, B)
     score_filter: str = "median5"  # spatial filter on max_c |S_c| before the threshold (foreground_score)
     align: int = 8  # background mode: move the background onto each frame, shifts up to this many model pixels; 0 = off
-    fill_holes: float = 0.01  # mask clean-up after the graph (stream/maskclean.py), fractions of the frame; 0 = off
-    min_object: float = 0.001
+    fill_holes: float = CleanUp.fill_holes  # mask clean-up after the graph (stream/maskclean.py), fractions of the frame; 0 = off
+    min_object: float = CleanUp.min_object
 
     def __post_init__(self) -> None:
         if self.input_mode not in INPUT_MODES:

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from stream.errors import UserError
-from stream.maskclean import clean_masks
+from stream.maskclean import CleanUp, clean_masks
 from training.align import aligned_backgrounds, aligned_median
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage
@@ -63,8 +63,8 @@ class TrainConfig:
     output: str = "gated"
     bg_frames: int = 200  # frames in the temporal median (evenly spaced)
     score_filter: str = "median5"  # filter on the score before the threshold (training.model.foreground_score)
-    fill_holes: float = 0.01  # mask clean-up (stream/maskclean.py): fill enclosed holes up to this fraction of the frame
-    min_object: float = 0.001  # ... and drop foreground components smaller than this fraction
+    fill_holes: float = CleanUp.fill_holes  # mask clean-up (stream/maskclean.py): fill enclosed holes up to this fraction of the frame
+    min_object: float = CleanUp.min_object  # ... and drop foreground components smaller than this fraction
     align: int = 8  # background mode: align the background to each frame within this many model pixels (0 = off)
     seed: int = 0
     checkpoint_every: int = 50
@@ -409,13 +409,12 @@ def parse_range(text: str) -> tuple[int, int]:
 
 
 def parse_fraction(text: str) -> float:
-    """A fraction of the frame's area in [0, 1), for the mask clean-up options."""
+    """A fraction of the frame's area for the mask clean-up options, checked by CleanUp's own rule."""
     try:
         value = float(text)
+        CleanUp(fill_holes=value)
     except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction of the frame in [0, 1) such as 0.01, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a fraction of the frame in [0, 1) such as 0.01, got {text!r}") from None
     return value
 
 
