@@ -1,4 +1,4 @@
-"""Background alignment for shaking cameras (training/align.py): shift estimate, median, model, ONNX."""
+"""Background alignment (training/align.py): shaking cameras (shift) and exposure changes (gain); median, model, CLI."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from stream.synthetic import SceneConfig, SyntheticScene  # noqa: E402
-from training.align import align_background, aligned_median, estimate_shift, shift_images  # noqa: E402
+from training.align import GAIN_RANGE, align_background, aligned_median, estimate_gain, estimate_shift, normalise_exposure, normalised_frames, shift_images  # noqa: E402
 from training.checkpoint import model_from_checkpoint  # noqa: E402
-from training.model import LEGACY_ALIGN, ModelConfig, UNet  # noqa: E402
+from training.model import LEGACY_ALIGN, LEGACY_EXPOSURE, ModelConfig, UNet  # noqa: E402
 from training.train import build_parser, config_from_args  # noqa: E402
 
 H, W = 120, 160
@@ -103,3 +103,71 @@ def test_align_flag_reaches_the_run() -> None:
     off = config_from_args(build_parser().parse_args(["synthetic", "--out", "x", "--align", "0"]))
     assert (default.align, off.align) == (8, 0)
     assert default.identity() != off.identity()  # another background, another run
+
+
+def _scene_frame(gains: tuple[float, float, float], with_object: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(background, frame) uint8: the frame is the background at another exposure (per-channel gains),
+    with a large object (a third of the frame, as the person in waving trees) that must not pull the estimate."""
+    bg = _window(_big_background(), 0, 0)
+    frame = np.clip(bg.astype(np.float32) * np.float32(gains), 0, 255).round().astype(np.uint8)
+    if with_object:
+        frame[10:90, 30:110] = (230, 30, 200)
+    return bg, frame
+
+
+@pytest.mark.parametrize("gains", [(1.0, 1.0, 1.0), (0.7, 0.7, 0.7), (1.3, 1.25, 1.2), (0.8, 1.0, 1.15), (0.55, 0.55, 0.55)])
+def test_estimate_gain_recovers_the_exposure(gains: tuple[float, float, float]) -> None:
+    bg, frame = _scene_frame(gains)
+    gain = estimate_gain(_t(frame), _t(bg))[0, :, 0, 0].numpy()
+    assert np.abs(gain - gains).max() < 0.02, gain
+    shaken = _window(_big_background(), 3.0, -2.0)  # found against the unaligned background: a shift barely moves it
+    frame2 = np.clip(shaken.astype(np.float32) * np.float32(gains), 0, 255).round().astype(np.uint8)
+    gain2 = estimate_gain(_t(frame2), _t(bg))[0, :, 0, 0].numpy()
+    assert np.abs(gain2 - gains).max() < 0.04, gain2
+
+
+def test_gain_stays_in_range_and_at_1_when_nothing_fits() -> None:
+    black = torch.zeros(1, 3, 8, 8)
+    gain = estimate_gain(black, black)
+    assert torch.isfinite(gain).all() and ((gain >= GAIN_RANGE[0]) & (gain <= GAIN_RANGE[1])).all()
+    bright = torch.full((1, 3, 8, 8), 0.9)
+    assert torch.equal(estimate_gain(bright, bright * 0.1), torch.ones(1, 3, 1, 1))  # 9x is no exposure step: nothing fits, left as is
+
+
+def test_normalise_exposure_undoes_a_global_change() -> None:
+    bg, frame = _scene_frame((0.75, 0.8, 0.85))
+    scene = np.ones(frame.shape[:2], bool)
+    scene[10:90, 30:110] = False
+    x, b = _t(frame), _t(bg)
+    before = (x - b).abs().amax(1)[0].numpy()[scene]
+    after = (normalise_exposure(x, b) - b).abs().amax(1)[0].numpy()[scene]
+    assert np.quantile(before, 0.5) > 0.05 and np.quantile(after, 0.99) < 0.02, (np.quantile(before, 0.5), np.quantile(after, 0.99))
+    # the trainer's path: uint8 frames normalised once
+    once = normalised_frames(frame[None], bg)[0].astype(np.int16)
+    assert np.abs(once - bg.astype(np.int16))[scene].max() <= 6
+
+
+def test_model_normalises_exposure_and_old_checkpoints_do_not() -> None:
+    bg, frame = _scene_frame((0.7, 0.75, 0.8), with_object=False)
+    cfg = ModelConfig(width=4, depth=2, height=H, width_px=W, output="direct", align=0)
+    assert cfg.exposure  # the default for new models
+    seen = {}
+    for exposure in (True, False):
+        model = UNet(ModelConfig(**{**cfg.to_dict(), "exposure": exposure}), _t(bg)).eval()
+        model._features = lambda inp, key=exposure: seen.setdefault(key, inp[:, :3]) * 0  # record the frame the net is given
+        with torch.no_grad():
+            model(_t(frame))
+    b = _t(bg)
+    assert (seen[True] - b).abs().mean() < 0.01 < (seen[False] - b).abs().mean()
+
+    config = ModelConfig(width=2, depth=1, height=16, width_px=16).to_dict()
+    config.pop("exposure")
+    state = {"config": config, "model": UNet(ModelConfig(**config)).state_dict()}
+    assert model_from_checkpoint(state).cfg.exposure is LEGACY_EXPOSURE is False
+
+
+def test_exposure_flag_reaches_the_run() -> None:
+    default = config_from_args(build_parser().parse_args(["synthetic", "--out", "x"]))
+    off = config_from_args(build_parser().parse_args(["synthetic", "--out", "x", "--no-exposure"]))
+    assert (default.exposure, off.exposure) == (True, False)
+    assert default.identity() != off.identity()  # other training frames, another run

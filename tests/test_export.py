@@ -284,3 +284,23 @@ def test_fp32_tolerance_passes_alignment_rounding_refuses_real_drift() -> None:
     assert any("score max diff" in f for f in onnx_export.parity_failures(drift, "fp32"))
     flips = {**ok, "agreement": 0.998}
     assert any("mask agreement" in f for f in onnx_export.parity_failures(flips, "fp32"))
+
+
+def test_graph_brings_frames_to_the_trained_exposure(fp32: tuple[Path, dict], run_dir: Path) -> None:
+    """The exported graph divides each frame by its exposure gain against the background: a camera
+    whose auto-exposure darkens the scene by 20 % gets (nearly) the scores it had; the same weights
+    without the step do not."""
+    path, _ = fp32
+    scene = SyntheticScene(SceneConfig(width=160, height=120))  # the training camera, frames it did not see
+    frames = np.stack([scene.frame(t)[0] for t in range(60, 66)])
+    darker = (frames.astype(np.float32) * 0.8 + 0.5).astype(np.uint8)
+    session = _session(path)
+    on = [session.run([SCORE_OUTPUT], {INPUT_NAME: f})[0] for f in (frames, darker)]
+    state = load_checkpoint(run_dir / "model.pt")
+    assert state["config"]["exposure"] is True
+    state["config"]["exposure"] = False
+    plain = FramesToMask(model_from_checkpoint(state), state["threshold"])
+    with torch.inference_mode():
+        off = [plain(torch.from_numpy(f))[1].numpy() for f in (frames, darker)]
+    change_on, change_off = np.abs(on[0] - on[1]).mean(), np.abs(off[0] - off[1]).mean()
+    assert change_on < change_off / 4, (change_on, change_off)

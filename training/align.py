@@ -1,4 +1,4 @@
-"""Global alignment of the background reference to each frame (camera jitter).
+"""Global alignment of the background reference to each frame: camera jitter and exposure.
 
 A shaking camera moves the whole scene by a few pixels from frame to frame; compared with a fixed
 background every edge of the scene then lights up as foreground, and the threshold has to rise
@@ -11,8 +11,18 @@ shifts its background onto each frame before comparing them:
 2. refine the best shift to sub-pixel from its neighbours' costs (equiangular line fit);
 3. resample the background at that shift (bilinear, edges replicated).
 
-Everything is a handful of tensor operations (grid_sample, argmin, gather) that export to ONNX, so
-training, evaluation and the daemon run the same code. On a static camera the shift found is ~0.
+Exposure: auto-exposure, auto white balance, a passing cloud or dusk scale the whole image; compared
+with a background recorded at another exposure, every pixel then departs from it, and the network
+sees frames darker or brighter than any it learned from. With ``exposure`` on, each frame is first
+divided, per channel, by the gain that matches the background to it (``estimate_gain``: a coarse
+then fine search over candidate gains by the same clipped difference as the shift), so the rest of
+the model sees the frame at the exposure it was trained at. The gain is found against the
+unaligned background (a global ratio barely feels a shift of a few pixels), before the shift, whose
+clipped cost would otherwise saturate. On a camera whose exposure holds still the gain is ~1.
+
+Everything is a handful of tensor operations (grid_sample, argmin, gather, sums) that export to
+ONNX, so training, evaluation and the daemon run the same code. On a static camera the shift found
+is ~0.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 CLIP = 0.1  # gray levels (of 1) beyond which a pixel's difference counts as "does not match"
+GAIN_RANGE = (0.5, 2.0)  # exposure gains beyond these are not a camera's exposure step but a different scene
+GAIN_STEPS = 29  # candidate gains over GAIN_RANGE (ratio steps of about 5 %), then as many within a step of the best
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +96,42 @@ def estimate_shift(x: torch.Tensor, bg: torch.Tensor, radius: int) -> torch.Tens
     return shift.clamp(-float(radius), float(radius))
 
 
+def _best_gain(xs: torch.Tensor, bs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """The candidate gain (N, C) with the least mean clipped |xs - gain * bs|; cand (N or 1, K, C or 1).
+
+    A tiny preference for gains near 1 settles ties (a frame nothing matches keeps its exposure)."""
+    c = cand.unsqueeze(-1).unsqueeze(-1)  # (., K, ., 1, 1)
+    cost = (xs.unsqueeze(1) - c * bs.unsqueeze(1)).abs().clamp(max=CLIP).mean(dim=(3, 4))  # (N, K, C)
+    cost = cost + 1e-4 * cand.log().abs()
+    best = cost.argmin(dim=1, keepdim=True)  # (N, 1, C)
+    return cand.expand_as(cost).gather(1, best).squeeze(1)
+
+
+def estimate_gain(x: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    """Per-frame, per-channel gain (N, C, 1, 1) such that gain * bg matches x where the scene shows.
+
+    As for the shift, candidates are scored at half resolution by the mean clipped absolute
+    difference (clipping makes moving objects, even a person filling a third of the frame, weigh the
+    same for every candidate): GAIN_STEPS gains over GAIN_RANGE (about 5 % apart), then as many
+    again within one step of the best (about 0.5 % apart)."""
+    xs, bs = F.avg_pool2d(x, 2), F.avg_pool2d(bg, 2)
+    lo, hi = float(np.log(GAIN_RANGE[0])), float(np.log(GAIN_RANGE[1]))
+    step = (hi - lo) / (GAIN_STEPS - 1)
+    coarse = torch.exp(torch.linspace(lo, hi, GAIN_STEPS, device=x.device)).reshape(1, -1, 1)
+    gain = _best_gain(xs, bs, coarse)  # (N, C)
+    fine = gain.unsqueeze(1) * torch.exp(torch.linspace(-step, step, GAIN_STEPS, device=x.device)).reshape(1, -1, 1)
+    gain = _best_gain(xs, bs, fine)
+    return gain.clamp(*GAIN_RANGE).reshape(x.shape[0], x.shape[1], 1, 1)
+
+
+def normalise_exposure(x: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    """The frames x (N, C, H, W) brought to the background's exposure: x / gain, in [0, 1].
+
+    Computed in float32 whatever x's type."""
+    x32 = x.float()
+    return (x32 / estimate_gain(x32, bg.float())).clamp(0.0, 1.0).to(x.dtype)
+
+
 def align_background(x: torch.Tensor, bg: torch.Tensor, radius: int) -> torch.Tensor:
     """The background (1 or N, C, H, W) moved onto each frame of x (N, C, H, W); radius in pixels.
 
@@ -111,8 +159,19 @@ def aligned_backgrounds(frames: np.ndarray, background: np.ndarray, radius: int,
 
 
 @torch.no_grad()
+def normalised_frames(frames: np.ndarray, background: np.ndarray, batch: int = 64) -> np.ndarray:
+    """uint8 frames (N, H, W, C) each brought to the uint8 background's exposure (normalise_exposure)."""
+    bg = _to_float(background[None])
+    return np.concatenate([_to_uint8(normalise_exposure(_to_float(frames[i : i + batch]), bg))
+                           for i in range(0, len(frames), batch)])
+
+
+@torch.no_grad()
 def aligned_median(frames: np.ndarray, radius: int, max_frames: int = 200, batch: int = 64) -> np.ndarray:
-    """Temporal median background of uint8 frames (N, H, W, C), each first moved onto the plain median."""
+    """Temporal median background of uint8 frames (N, H, W, C), each first moved onto the plain median.
+
+    Exposure needs no matching here: the per-pixel median of frames that differ by a gain is the
+    image at the median gain, as consistent as any single frame."""
     idx = np.linspace(0, len(frames) - 1, min(len(frames), max_frames)).round().astype(int)
     sel = frames[idx]
     plain = np.median(sel, axis=0).astype(np.uint8)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from stream.errors import UserError
-from training.model import LEGACY_ALIGN, LEGACY_CLEANUP, LEGACY_SCORE_FILTER, ModelConfig, UNet
+from training.model import LEGACY_ALIGN, LEGACY_CLEANUP, LEGACY_EXPOSURE, LEGACY_SCORE_FILTER, ModelConfig, UNet
 
 CHECKPOINT_FORMAT = 1
 
@@ -45,7 +45,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def model_from_checkpoint(state: dict[str, Any]) -> UNet:
     """Rebuild the network (eval mode) from a loaded checkpoint."""
-    cfg = ModelConfig(**{"score_filter": LEGACY_SCORE_FILTER, "align": LEGACY_ALIGN, **LEGACY_CLEANUP, **state["config"]})
+    cfg = ModelConfig(**{"score_filter": LEGACY_SCORE_FILTER, "align": LEGACY_ALIGN, "exposure": LEGACY_EXPOSURE, **LEGACY_CLEANUP, **state["config"]})
     model = UNet(cfg)
     model.load_state_dict(state["model"])
     model.eval()

@@ -10,6 +10,7 @@ Two input modes:
 
 Camera shake: with ``align`` > 0 the background is first moved onto each frame by the global
 shift that matches them best (training/align.py), searched within ``align`` model pixels.
+Exposure: with ``exposure`` on each frame is first brought to the background's exposure (same module).
 
 The foreground score of a pixel is ``max_c |S_c|`` passed through a 5x5 median filter (model
 pixels; ``score_filter``), and the mask is ``score > threshold``, cleaned up after the graph
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stream.maskclean import CleanUp
-from training.align import align_background
+from training.align import align_background, normalise_exposure
 from training.median import median_filter
 
 INPUT_MODES = ("frame", "background")
@@ -35,6 +36,7 @@ SCORE_FILTERS = ("median5", "median3", "median7", "box3", "none")
 LEGACY_SCORE_FILTER = "box3"  # what checkpoints written before the field existed were made with
 LEGACY_ALIGN = 0  # checkpoints written before background alignment existed do not align
 LEGACY_CLEANUP = {"fill_holes": 0.0, "min_object": 0.0}  # nor clean their masks up
+LEGACY_EXPOSURE = False  # nor bring frames to the background's exposure
 
 
 @dataclass
@@ -51,6 +53,7 @@ class ModelConfig:
     output: str = "gated"  # background mode only: "gated" S = (D - B) * sigmoid(g); "direct" S = g(D, B)
     score_filter: str = "median5"  # spatial filter on max_c |S_c| before the threshold (foreground_score)
     align: int = 8  # background mode: move the background onto each frame, shifts up to this many model pixels; 0 = off
+    exposure: bool = True  # background mode: bring each frame to the background's exposure (per-channel gain)
     fill_holes: float = CleanUp.fill_holes  # mask clean-up after the graph (stream/maskclean.py), fractions of the frame; 0 = off
     min_object: float = CleanUp.min_object
 
@@ -144,10 +147,13 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, background: torch.Tensor | None = None, aligned: bool = False) -> torch.Tensor:
         """S = f(D). ``background`` overrides the stored one (e.g. a crop of it, same window);
-        ``aligned``: it is already moved onto each frame (N, C, H, W), as the trainer precomputes."""
+        ``aligned``: x is already at the background's exposure and the background already moved onto
+        each frame (N, C, H, W), as the trainer precomputes."""
         if self.cfg.input_mode == "frame":
             return self._features(x)
         bg = self.background if background is None else background
+        if self.cfg.exposure and not aligned:
+            x = normalise_exposure(x, bg)
         if self.cfg.align and not aligned:
             bg = align_background(x, bg, self.cfg.align)
         bg = bg.expand(x.shape[0], -1, -1, -1)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from stream.errors import UserError
 from stream.maskclean import CleanUp, clean_masks
-from training.align import aligned_backgrounds, aligned_median
+from training.align import aligned_backgrounds, aligned_median, normalised_frames
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage
 from training.model import INPUT_MODES, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet, count_parameters, foreground_score
@@ -66,6 +66,7 @@ class TrainConfig:
     fill_holes: float = CleanUp.fill_holes  # mask clean-up (stream/maskclean.py): fill enclosed holes up to this fraction of the frame
     min_object: float = CleanUp.min_object  # ... and drop foreground components smaller than this fraction
     align: int = 8  # background mode: align the background to each frame within this many model pixels (0 = off)
+    exposure: bool = True  # background mode: bring each frame to the background's exposure (per-channel gain)
     seed: int = 0
     checkpoint_every: int = 50
     device: str = "auto"
@@ -81,7 +82,7 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = {"lam_scale": 1.0, "output": "gated", "bg_frames": 200, "align": 0}
+_LATER_FIELDS = {"lam_scale": 1.0, "output": "gated", "bg_frames": 200, "align": 0, "exposure": False}
 
 
 @dataclass
@@ -169,10 +170,13 @@ class Trainer:
         width, height = model_size(probe, cfg)
         self.footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
         self.frames = self.footage.frames
-        align = cfg.align if cfg.input_mode == "background" else 0
+        bg_mode = cfg.input_mode == "background"
+        align, exposure = (cfg.align, cfg.exposure) if bg_mode else (0, False)
         self.background = aligned_median(self.frames, align, cfg.bg_frames)
+        if exposure:  # train on the frames at the background's exposure, as the model sees them
+            self.frames = normalised_frames(self.frames, self.background)
         mcfg = ModelConfig(channels=self.frames.shape[3], width=cfg.width, depth=cfg.depth, norm=cfg.norm, input_mode=cfg.input_mode,
-                           output=cfg.output, score_filter=cfg.score_filter, align=align, height=height, width_px=width,
+                           output=cfg.output, score_filter=cfg.score_filter, align=align, exposure=exposure, height=height, width_px=width,
                            fill_holes=cfg.fill_holes, min_object=cfg.min_object)
         bg = to_tensor(self.background[None], torch.device("cpu"))
         self.model = UNet(mcfg, bg).to(self.device)
@@ -283,7 +287,7 @@ class Trainer:
     def train_step(self, opt: torch.optim.Optimizer) -> tuple[float, float, float]:
         self.model.train()
         d, bg = self.sample()
-        s = self.net(d, bg, aligned=self.frame_backgrounds is not None)
+        s = self.net(d, bg, aligned=True)  # frames and backgrounds were prepared once (exposure, shift)
         lam = self.cfg.lam
         if lam is None:
             lam = self.cfg.lam_scale * default_lambda(d.shape[0], d[0].numel())
@@ -446,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mask clean-up: drop foreground specks smaller than FRAC of the frame (0 = off)")
     p.add_argument("--align", type=int, default=d.align, metavar="PX",
                    help="camera shake: move the background onto each frame, shifts up to PX model pixels (0 = off)")
+    p.add_argument("--exposure", action=argparse.BooleanOptionalAction, default=d.exposure,
+                   help="bring each frame to the background's exposure (auto-exposure, clouds, white balance); --no-exposure turns it off")
     p.add_argument("--bg-frames", type=int, default=d.bg_frames, help="frames in the temporal-median background reference")
     p.add_argument("--width", type=int, default=d.width, help="U-Net width of the first level")
     p.add_argument("--depth", type=int, default=d.depth, help="U-Net down-samplings")
@@ -465,7 +471,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         max_frames=a.max_frames, stride=a.stride, batch=a.batch, crop=a.crop, steps=a.steps, prox_steps=a.prox_steps,
         lr=a.lr, prox_lr=a.prox_lr, lam=a.lam, width=a.width, depth=a.depth, norm=a.norm, input_mode=a.input_mode,
         output=a.output, lam_scale=a.lam_scale, bg_frames=a.bg_frames, score_filter=a.score_filter, align=a.align,
-        fill_holes=a.fill_holes, min_object=a.min_object, seed=a.seed, checkpoint_every=a.checkpoint_every, device=a.device, threshold=a.threshold,
+        exposure=a.exposure, fill_holes=a.fill_holes, min_object=a.min_object, seed=a.seed, checkpoint_every=a.checkpoint_every, device=a.device,
+        threshold=a.threshold,
     )
 
 
