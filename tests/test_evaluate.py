@@ -191,3 +191,19 @@ def test_mog2_median_on_jitter_traffic(data_root):
     res = ev.evaluate(data_root / "cdnet_jitter_traffic", "mog2-median")
     assert res["frames"] == 101
     assert 0.3 < res["metrics"]["f"] < 0.8, res["metrics"]
+
+
+def test_frame_transform_reaches_the_model_only(synth, tmp_path, monkeypatch):
+    import training.predict
+
+    ls = open_labeled_set(synth)
+    bg = np.median(np.stack([ls.read_frame(i) for i in range(1, 31)]), axis=0)
+    monkeypatch.setattr(training.predict, "load_predictor", lambda path: BackgroundDiff(bg, threshold=0.1))
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"stand-in")
+    plain = ev.evaluate(synth, str(model))["metrics"]["f"]
+    same = ev.evaluate(synth, str(model), frame_transform=lambda f: f)["metrics"]["f"]
+    darker = ev.evaluate(synth, str(model), frame_transform=lambda f: (f * 0.6).astype(np.uint8))["metrics"]["f"]
+    assert same == plain and darker < plain - 0.2, (plain, darker)  # a plain difference does not survive an exposure change
+    with pytest.raises(ValueError):
+        ev.evaluate(synth, "mog2", frame_transform=lambda f: f)

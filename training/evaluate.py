@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -93,7 +93,8 @@ def _eval_classic(ls: Any, method: str, overlays: _Overlays) -> tuple[Confusion,
     return total, run.ms_per_frame, {"frames_processed": run.frames_processed}
 
 
-def _eval_model(ls: Any, model: Path, overlays: _Overlays, threshold: float | None) -> tuple[Confusion, float, dict]:
+def _eval_model(ls: Any, model: Path, overlays: _Overlays, threshold: float | None,
+                transform: Callable[[np.ndarray], np.ndarray] | None) -> tuple[Confusion, float, dict]:
     from training.predict import load_predictor
 
     predictor = load_predictor(model)
@@ -105,6 +106,8 @@ def _eval_model(ls: Any, model: Path, overlays: _Overlays, threshold: float | No
     batches = [idx[s:s + BATCH] for s in range(0, len(idx), BATCH)]
     for batch in tqdm(batches, desc=f"eval {ls.name}", unit="batch", disable=None):
         frames = np.stack([ls.read_frame(i) for i in batch])
+        if transform is not None:
+            frames = transform(frames)
         t0 = time.perf_counter()
         score, mask = predictor.predict(frames)
         spent += time.perf_counter() - t0
@@ -121,12 +124,14 @@ def _eval_model(ls: Any, model: Path, overlays: _Overlays, threshold: float | No
     return total, 1000.0 * spent / max(len(idx), 1), extra
 
 
-def evaluate(set_root: Path, method: str, overlays: Path | None = None, threshold: float | None = None) -> dict:
+def evaluate(set_root: Path, method: str, overlays: Path | None = None, threshold: float | None = None,
+             frame_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Score `method` (a classic name or a `.pt`/`.onnx` model path) on the set at set_root.
 
     Returns {set, set_root, method, frames, counts, metrics, ms_per_frame[, threshold,
     oracle]}; counts are summed over the evaluated frames, metrics from training.metrics.scores.
-    `threshold` overrides a model's own threshold (mask = score > threshold).
+    `threshold` overrides a model's own threshold (mask = score > threshold); `frame_transform`
+    (model methods only) maps each batch of uint8 frames before the model sees them (bench/exposure.py).
     """
     is_model = Path(method).suffix.lower() in MODEL_SUFFIXES
     if not is_model and method not in CLASSIC_METHODS:
@@ -137,10 +142,12 @@ def evaluate(set_root: Path, method: str, overlays: Path | None = None, threshol
         raise UserError(f"model {method} does not exist; pass a trained .pt checkpoint or an exported .onnx")
     if threshold is not None and not is_model:
         raise UserError(f"--threshold applies to model methods only, not to {method!r}")
+    if frame_transform is not None and not is_model:
+        raise ValueError("frame_transform applies to model methods only")
     ls = _open_set(Path(set_root))
     writer = _Overlays(Path(overlays) if overlays is not None else None, list(ls.eval_indices))
     if is_model:
-        total, ms, extra = _eval_model(ls, Path(method), writer, threshold)
+        total, ms, extra = _eval_model(ls, Path(method), writer, threshold, frame_transform)
     else:
         total, ms, extra = _eval_classic(ls, method, writer)
     result = {
