@@ -22,9 +22,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.quality import train_model  # noqa: E402
+from bench.quality import add_set_args, chosen_sets, train_model  # noqa: E402
 from bench.report import write_json  # noqa: E402
-from training.data import default_data_root  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 
 DEFAULT_FACTORS = (0.8, 0.9, 1.0, 1.1, 1.25)
@@ -60,17 +59,15 @@ def scale(factor: float) -> Callable[[np.ndarray], np.ndarray]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=default_data_root(), help="folder of labeled sets (default ../shared/data)")
-    ap.add_argument("--set", action="append", dest="sets", help="set name (repeatable; default: every set with ground truth)")
+    add_set_args(ap)
     ap.add_argument("--model", type=Path, help="evaluate this checkpoint (with one --set) instead of training one")
     ap.add_argument("--factors", type=parse_factors, default=list(DEFAULT_FACTORS), help="exposure factors, comma-separated")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "exposure", help="where the trained runs go")
     ap.add_argument("--json", type=Path, help="write {set: {on|off: {factor: F}}} here")
     args = ap.parse_args()
-    if not args.data.is_dir():
-        print(f"data folder {args.data} not found; pass --data", file=sys.stderr)
+    sets = chosen_sets(args)
+    if sets is None:
         return 2
-    sets = args.sets or [p.name for p in sorted(args.data.iterdir()) if (p / "groundtruth").is_dir()]
     if args.model is not None and len(sets) != 1:
         print("--model needs exactly one --set (the scene it was trained on)", file=sys.stderr)
         return 2

@@ -75,10 +75,23 @@ def row(result: dict) -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_set_args(ap: argparse.ArgumentParser) -> None:
+    """--data and --set, as every benchmark on the labeled sets takes them."""
     ap.add_argument("--data", type=Path, default=default_data_root(), help="folder of labeled sets (default ../shared/data)")
     ap.add_argument("--set", action="append", dest="sets", help="set name (repeatable; default: every set with ground truth)")
+
+
+def chosen_sets(args: argparse.Namespace) -> list[str] | None:
+    """The sets named by --set, else every set with ground truth under --data; None (and a message) when --data is missing."""
+    if not args.data.is_dir():
+        print(f"data folder {args.data} not found; pass --data", file=sys.stderr)
+        return None
+    return args.sets or [p.name for p in sorted(args.data.iterdir()) if (p / "groundtruth").is_dir()]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_set_args(ap)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--steps", type=int, help="training steps (default: the trainer's default)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "quality", help="where the trained runs go")
@@ -89,10 +102,9 @@ def main() -> int:
     if args.seeds < 1:
         print("--seeds must be at least 1", file=sys.stderr)
         return 2
-    if not args.data.is_dir():
-        print(f"data folder {args.data} not found; pass --data", file=sys.stderr)
+    sets = chosen_sets(args)
+    if sets is None:
         return 2
-    sets = args.sets or [p.name for p in sorted(args.data.iterdir()) if (p / "groundtruth").is_dir()]
     classic = [] if args.no_classic else CLASSIC + (["subsense", "pawcs"] if pybgs_available() else [])
     if not args.no_classic and not pybgs_available():
         print("note: pybgs is not importable, so subsense and pawcs are skipped (pip install pybgs; needs libopencv-dev, cmake)", file=sys.stderr)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 CLIP = 0.1  # gray levels (of 1) beyond which a pixel's difference counts as "does not match"
 GAIN_RANGE = (0.5, 2.0)  # exposure gains beyond these are not a camera's exposure step but a different scene
+GAIN_POOL = 4  # the gain is scored on frames averaged over 4x4 pixels (40x30 at 160x120: a global ratio needs no more)
 GAIN_STEPS = 29  # candidate gains over GAIN_RANGE (ratio steps of about 5 %), then as many within a step of the best
 
 
@@ -110,11 +111,11 @@ def _best_gain(xs: torch.Tensor, bs: torch.Tensor, cand: torch.Tensor) -> torch.
 def estimate_gain(x: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
     """Per-frame, per-channel gain (N, C, 1, 1) such that gain * bg matches x where the scene shows.
 
-    As for the shift, candidates are scored at half resolution by the mean clipped absolute
+    As for the shift, candidates are scored at quarter resolution by the mean clipped absolute
     difference (clipping makes moving objects, even a person filling a third of the frame, weigh the
     same for every candidate): GAIN_STEPS gains over GAIN_RANGE (about 5 % apart), then as many
     again within one step of the best (about 0.5 % apart)."""
-    xs, bs = F.avg_pool2d(x, 2), F.avg_pool2d(bg, 2)
+    xs, bs = F.avg_pool2d(x, GAIN_POOL), F.avg_pool2d(bg, GAIN_POOL)
     lo, hi = float(np.log(GAIN_RANGE[0])), float(np.log(GAIN_RANGE[1]))
     step = (hi - lo) / (GAIN_STEPS - 1)
     coarse = torch.exp(torch.linspace(lo, hi, GAIN_STEPS, device=x.device)).reshape(1, -1, 1)
