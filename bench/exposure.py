@@ -4,7 +4,7 @@
 Auto-exposure, auto white balance, a passing cloud or dusk scale the whole image. This trains a
 model on each labeled set (as bench/quality.py does, or takes --model), then evaluates it under the
 CDnet protocol on the scored frames multiplied by each exposure factor (uint8, saturating), with the
-model's exposure matching on and off (same weights; off = the background compared as recorded).
+model's exposure step on and off (same weights; off = the frame compared at the exposure it has).
 
     python bench/exposure.py [--data DIR] [--set NAME ...] [--factors 0.8,0.9,1,1.1,1.25] [--json FILE]
 """
