@@ -32,6 +32,7 @@ from training.checkpoint import load_checkpoint, model_from_checkpoint, save_che
 from training.data import Footage, load_footage
 from training.model import INPUT_MODES, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet, count_parameters, foreground_score
 from training.prox import default_lambda, low_rank_sparse_loss
+from training.stopsignal import StopRequest
 from training.threshold import choose_threshold
 
 log = logging.getLogger("sparsecam.train")
@@ -297,8 +298,20 @@ class Trainer:
         opt.step()
         return float(loss.detach()), float(nuc), float(sp)
 
+    def _stop_everywhere(self, requested: bool) -> bool:
+        """True when this rank, or under torchrun any rank, was asked to stop: all stop at the same step."""
+        if self.dist.world <= 1:
+            return requested
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(requested)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     def run(self) -> bool:
-        """Train to the configured number of steps; returns False if interrupted (checkpoint saved)."""
+        """Train to the configured number of steps; returns False if interrupted (checkpoint saved).
+
+        Ctrl-C / SIGTERM stop at the next step boundary (training/stopsignal.py); a second one stops at once."""
         total = self.cfg.steps + self.cfg.prox_steps
         interrupted = False
         t0 = time.time()
@@ -306,22 +319,26 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=not self.progress, dynamic_ncols=True,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
         try:
-            while self.step < total:
-                adam = self.step < self.cfg.steps
-                loss, nuc, sp = self.train_step(self.opt if adam else self.sgd)
-                if adam and self.step < self.sched.total_steps - 1:
-                    self.sched.step()
-                self.step += 1
-                h = self.history
-                h.step.append(self.step), h.loss.append(loss), h.nuclear.append(nuc), h.sparse.append(sp)
-                bar.set_postfix(loss=f"{loss:.3g}", nuc=f"{nuc:.3g}", l1=f"{sp:.3g}", phase="adam" if adam else "prox-sgd")
-                bar.update(1)
-                if not math.isfinite(loss):
-                    raise UserError(f"the loss diverged at step {self.step}; lower --lr (now {self.cfg.lr})")
-                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 and self.step < total:
-                    self.train_seconds += time.time() - t0
-                    t0 = time.time()
-                    self.save()
+            with StopRequest() as stop:
+                while self.step < total:
+                    if self._stop_everywhere(stop.requested):
+                        interrupted = True
+                        break
+                    adam = self.step < self.cfg.steps
+                    loss, nuc, sp = self.train_step(self.opt if adam else self.sgd)
+                    if adam and self.step < self.sched.total_steps - 1:
+                        self.sched.step()
+                    self.step += 1
+                    h = self.history
+                    h.step.append(self.step), h.loss.append(loss), h.nuclear.append(nuc), h.sparse.append(sp)
+                    bar.set_postfix(loss=f"{loss:.3g}", nuc=f"{nuc:.3g}", l1=f"{sp:.3g}", phase="adam" if adam else "prox-sgd")
+                    bar.update(1)
+                    if not math.isfinite(loss):
+                        raise UserError(f"the loss diverged at step {self.step}; lower --lr (now {self.cfg.lr})")
+                    if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 and self.step < total:
+                        self.train_seconds += time.time() - t0
+                        t0 = time.time()
+                        self.save()
         except KeyboardInterrupt:
             interrupted = True
         finally:
