@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -29,3 +32,44 @@ def test_torchrun_two_processes_gloo(tmp_path):
     # rank 0 wrote a usable model (DDP broadcasts the initial weights and averages gradients)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert res.stdout.count("trained 6 steps") == 1  # only rank 0 reports and writes
+
+
+def test_a_stop_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """SIGTERM to rank 1 alone: the ranks agree on the stop each step, so rank 0 (which alone
+    saves) stops too instead of waiting forever in the next gradient all-reduce."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "stream.cli", "train", "synthetic:frames=40,size=160x120", "--out", str(out),
+           "--steps", "100000", "--batch", "8", "--width", "4", "--depth", "2", "--device", "cpu", "--checkpoint-every", "3"]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / "checkpoint.pt").exists(), "training never wrote its first checkpoint"
+        workers = _children(proc.pid)
+        assert len(workers) == 2, workers
+        rank1 = next(pid for pid in workers if "RANK=1" in _environ(pid))
+        os.kill(rank1, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert stdout.count("interrupted: checkpoint saved") == 2, stderr[-3000:]
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] > 0 and len(state["history"]["loss"]) == state["step"]
+    assert not (out / "model.pt").exists()  # stopped, not finished
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    kids: list[int] = []
+    for task in tasks.iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def _environ(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
