@@ -27,6 +27,8 @@ is ~0.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -152,19 +154,21 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+def _per_batch(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], frames: np.ndarray, background: np.ndarray,
+               batch: int) -> np.ndarray:
+    """uint8 (N, H, W, C) out of fn(frames, background) on floats, ``batch`` frames at a time."""
+    bg = _to_float(background[None])
+    return np.concatenate([_to_uint8(fn(_to_float(frames[i : i + batch]), bg)) for i in range(0, len(frames), batch)])
+
+
 def aligned_backgrounds(frames: np.ndarray, background: np.ndarray, radius: int, batch: int = 64) -> np.ndarray:
     """uint8 background (H, W, C) moved onto each of the uint8 frames (N, H, W, C): (N, H, W, C)."""
-    bg = _to_float(background[None])
-    return np.concatenate([_to_uint8(align_background(_to_float(frames[i : i + batch]), bg, radius))
-                           for i in range(0, len(frames), batch)])
+    return _per_batch(lambda x, bg: align_background(x, bg, radius), frames, background, batch)
 
 
-@torch.no_grad()
 def normalised_frames(frames: np.ndarray, background: np.ndarray, batch: int = 64) -> np.ndarray:
     """uint8 frames (N, H, W, C) each brought to the uint8 background's exposure (normalise_exposure)."""
-    bg = _to_float(background[None])
-    return np.concatenate([_to_uint8(normalise_exposure(_to_float(frames[i : i + batch]), bg))
-                           for i in range(0, len(frames), batch)])
+    return _per_batch(normalise_exposure, frames, background, batch)
 
 
 @torch.no_grad()
