@@ -30,7 +30,8 @@ from stream.maskclean import CleanUp, clean_masks
 from training.align import aligned_backgrounds, aligned_median, normalised_frames
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage
-from training.model import INPUT_MODES, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet, count_parameters, foreground_score
+from training.model import (INPUT_MODES, LEGACY_ALIGN, LEGACY_EXPOSURE, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet,
+                            count_parameters, foreground_score)
 from training.prox import default_lambda, low_rank_sparse_loss
 from training.stopsignal import StopRequest
 from training.threshold import choose_threshold
@@ -83,7 +84,7 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = {"lam_scale": 1.0, "output": "gated", "bg_frames": 200, "align": 0, "exposure": False}
+_LATER_FIELDS = {"lam_scale": 1.0, "output": "gated", "bg_frames": 200, "align": LEGACY_ALIGN, "exposure": LEGACY_EXPOSURE}
 
 
 @dataclass
@@ -169,8 +170,8 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed + 1000 * self.dist.rank)  # other batches per rank
         probe = load_footage(cfg.footage[:1], gray=cfg.gray, max_frames=1, progress=False)
         width, height = model_size(probe, cfg)
-        self.footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
-        self.frames = self.footage.frames
+        footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
+        self.frames = footage.frames  # replaced by the exposure-matched copy below, so the original can go
         bg_mode = cfg.input_mode == "background"
         align, exposure = (cfg.align, cfg.exposure) if bg_mode else (0, False)
         self.background = aligned_median(self.frames, align, cfg.bg_frames)
