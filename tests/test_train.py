@@ -103,10 +103,29 @@ def test_bad_footage_is_one_line_exit_2(tmp_path, case):
     else:
         target = tmp_path / "junk.avi"
         target.write_bytes(b"not a video" * 100)
-    res = cli("train", str(target), "--out", str(tmp_path / "out"), "--steps", "2")
+    out = tmp_path / "out"
+    res = cli("train", str(target), "--out", str(out), "--steps", "2")
     assert res.returncode == 2
     assert target.name in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (out / "run.json").exists()  # --out not claimed by a run that never started
+
+
+def test_a_failed_start_leaves_out_free_for_the_corrected_command(tmp_path):
+    out = tmp_path / "out"
+    assert cli("train", str(tmp_path / "typo.avi"), *TINY[1:], "--out", str(out)).returncode == 2
+    fixed = cli("train", *TINY, "--out", str(out))
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert (out / "model.pt").is_file()
+
+
+def test_progress_in_a_log_is_not_redrawn_every_step(tmp_path):
+    """stderr to a file or journald (not a terminal): the bar is drawn at the start, every 30 s and at the end."""
+    res = cli("train", *TINY[:2], "40", *TINY[3:], "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    draws = res.stderr.count("train:")
+    assert 2 <= draws <= 4, res.stderr[-2000:]  # a redraw per step would be 40+
+    assert "40/40" in res.stderr and "loss=" in res.stderr  # the last draw still shows the loss terms
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

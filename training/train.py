@@ -171,6 +171,8 @@ class Trainer:
         probe = load_footage(cfg.footage[:1], gray=cfg.gray, max_frames=1, progress=False)
         width, height = model_size(probe, cfg)
         footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
+        if self.dist.main:  # claimed only once the footage loaded: a bad path leaves --out free for the corrected command
+            self._claim_run_dir()
         self.frames = footage.frames  # replaced by the exposure-matched copy below, so the original can go
         bg_mode = cfg.input_mode == "background"
         align, exposure = (cfg.align, cfg.exposure) if bg_mode else (0, False)
@@ -217,6 +219,7 @@ class Trainer:
 
     # -- run directory -------------------------------------------------------------------
     def _check_run_dir(self, resume: bool) -> None:
+        """Refuse an --out that holds another run (or this one without --resume); writes nothing."""
         meta = self.out / "run.json"
         if meta.exists():
             try:
@@ -231,8 +234,11 @@ class Trainer:
             raise UserError(f"{self.out} is not empty and holds no sparsecam run; pick another --out")
         elif resume:
             log.info("nothing to resume in %s: starting a new run", self.out)
+
+    def _claim_run_dir(self) -> None:
+        """Mark --out as this run's (run.json: identity and settings)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps({"identity": self.cfg.identity(), "config": self.cfg.__dict__}, indent=1, default=str))
+        (self.out / "run.json").write_text(json.dumps({"identity": self.cfg.identity(), "config": self.cfg.__dict__}, indent=1, default=str))
 
     # -- checkpoints ---------------------------------------------------------------------
     def state(self, threshold: float | None = None) -> dict[str, Any]:
@@ -332,7 +338,8 @@ class Trainer:
                     self.step += 1
                     h = self.history
                     h.step.append(self.step), h.loss.append(loss), h.nuclear.append(nuc), h.sparse.append(sp)
-                    bar.set_postfix(loss=f"{loss:.3g}", nuc=f"{nuc:.3g}", l1=f"{sp:.3g}", phase="adam" if adam else "prox-sgd")
+                    # refresh=False: the bar redraws on its own clock (every 30 s in a log), not on every step
+                    bar.set_postfix(loss=f"{loss:.3g}", nuc=f"{nuc:.3g}", l1=f"{sp:.3g}", phase="adam" if adam else "prox-sgd", refresh=False)
                     bar.update(1)
                     if not math.isfinite(loss):
                         raise UserError(f"the loss diverged at step {self.step}; lower --lr (now {self.cfg.lr})")
