@@ -297,6 +297,29 @@ def test_real_labeled_sets(data_root: Path) -> None:
     assert fo.frames.shape == (3, 120, 160, 3)
 
 
+# The real clips without ground truth (../shared/data/footage_no_gt/README.txt): frames, width, height.
+REAL_CLIPS = {
+    "opencv_vtest_pedestrians.avi": (795, 768, 576),
+    "opencv_tree.avi": (68, 320, 240),
+    "bgslibrary_video_road.avi": (374, 640, 360),
+    "bgslibrary_video02_motorway.avi": (748, 320, 240),
+    "bgslibrary_frames_wsdot": (51, 320, 240),
+    "lrslibrary_i2r_escalator.avi": (198, 160, 130),
+    "lrslibrary_i2r_shoppingmall.avi": (157, 192, 144),
+}
+
+
+@pytest.mark.parametrize("clip", sorted(REAL_CLIPS))
+def test_reads_the_real_clips_without_ground_truth(data_root: Path, clip: str) -> None:
+    """Real codecs and frame folders, decoded to the end: the count and size their README gives."""
+    n, w, h = REAL_CLIPS[clip]
+    path = data_root / "footage_no_gt" / clip
+    assert load_footage([path], max_frames=1, progress=False).frames.shape == (1, h, w, 3)
+    every10 = load_footage([path], stride=10, progress=False).frames
+    assert len(every10) == -(-n // 10)
+    assert every10.std() > 10  # pictures, not blank decodes
+
+
 def test_default_data_root(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SPARSECAM_DATA", str(tmp_path))
     assert default_data_root() == tmp_path
