@@ -18,6 +18,7 @@ from training.data import (
     load_footage,
     open_labeled_set,
     random_window_batch,
+    spread_stride,
 )
 from training.resize import resize_image
 
@@ -295,6 +296,21 @@ def test_real_labeled_sets(data_root: Path) -> None:
     assert wt.eval_indices == [248] and wt.read_gt(248).shape == (120, 160)
     fo = load_footage([data_root / "wallflower_wavingtrees"], frame_range=(240, 250), stride=5, progress=False)
     assert fo.frames.shape == (3, 120, 160, 3)
+
+
+def test_max_frames_spreads_over_all_of_the_footage(tmp_path: Path) -> None:
+    frames = _frames(60)
+    folder = _write_folder(tmp_path / "f", frames)
+    video = _write_video(tmp_path / "v.avi", frames[:40])
+    assert spread_stride([folder], 20) == 3
+    fo = load_footage([folder], stride=3, max_frames=20, progress=False)
+    assert len(fo.frames) == 20 and fo.sources[-1].endswith("000058.png")  # not frames 1-20
+    assert spread_stride([folder], 20, stride=2) == 4  # 30 frames at stride 2 -> every 4th
+    assert spread_stride([folder], 20, frame_range=(1, 30)) == 2
+    assert spread_stride([video], 10) == 4
+    assert spread_stride([folder, video], 50) == 2  # 100 frames in all
+    assert spread_stride([folder], 60) == 1 and spread_stride([folder], None) == 1  # fits / no cap
+    assert spread_stride(["synthetic:frames=500"], 10) == 1  # length unknown: as asked
 
 
 # The real clips without ground truth (../shared/data/footage_no_gt/README.txt): frames, width, height.

@@ -82,6 +82,14 @@ def test_interrupt_saves_and_resume_continues(tmp_path):
     assert state["history"]["step"] == list(range(1, step + 4))
 
 
+def test_long_footage_is_sampled_over_its_whole_length(tmp_path):
+    frames = tmp_path / "frames"
+    write_cdnet_folder(frames, 48, SceneConfig(width=64, height=48), progress=False)
+    cfg = TrainConfig(footage=[str(frames)], max_frames=16, steps=2, batch=8, crop=32, width=4, depth=2)
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["stride"] == 3 and summary["frames_used"] == 16  # frames 1, 4, ..., 46: all of it, not 1-16
+
+
 def test_refuses_to_overwrite_another_run(tmp_path):
     out = tmp_path / "run"
     assert cli("train", *TINY, "--out", str(out)).returncode == 0

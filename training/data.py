@@ -176,6 +176,23 @@ def _estimate_total(path: str, sel: _Selector) -> int | None:
     return min(total, sel.remaining) if sel.remaining is not None else total
 
 
+def spread_stride(paths: Sequence[str | Path], max_frames: int | None, stride: int = 1,
+                  frame_range: tuple[int, int] | None = None) -> int:
+    """The stride that spreads at most ``max_frames`` frames over all of the footage.
+
+    Capping alone keeps the first ``max_frames`` (the first minute of a ten-minute recording);
+    this widens ``stride`` so the frames kept span the whole footage: every light and every
+    stretch of traffic the recording holds. Unchanged when the footage fits or its length is unknown.
+    """
+    if max_frames is None:
+        return stride
+    totals = [_estimate_total(str(p), _Selector(frame_range, stride, None)) for p in paths]
+    if not totals or None in totals:
+        return stride
+    total = sum(t for t in totals if t is not None)
+    return stride * max(1, math.ceil(total / max_frames))
+
+
 # --------------------------------------------------------------------------- load_footage
 def load_footage(
     paths: Sequence[str | Path],

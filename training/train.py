@@ -29,7 +29,7 @@ from stream.errors import UserError
 from stream.maskclean import CleanUp, clean_masks
 from training.align import aligned_backgrounds, aligned_median, normalised_frames
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from training.data import Footage, load_footage
+from training.data import Footage, load_footage, spread_stride
 from training.model import (INPUT_MODES, LEGACY_ALIGN, LEGACY_EXPOSURE, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet,
                             count_parameters, foreground_score)
 from training.prox import default_lambda, low_rank_sparse_loss
@@ -170,7 +170,11 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed + 1000 * self.dist.rank)  # other batches per rank
         probe = load_footage(cfg.footage[:1], gray=cfg.gray, max_frames=1, progress=False)
         width, height = model_size(probe, cfg)
-        footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames, stride=cfg.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
+        self.stride = spread_stride(cfg.footage, cfg.max_frames, cfg.stride, cfg.frame_range)  # over all of the footage
+        if self.stride != cfg.stride:
+            log.info("the footage holds more than --max-frames %d frames: reading every %d-th frame so they span all of it", cfg.max_frames, self.stride)
+        footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames,
+                               stride=self.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
         if self.dist.main:  # claimed only once the footage loaded: a bad path leaves --out free for the corrected command
             self._claim_run_dir()
         self.frames = footage.frames  # replaced by the exposure-matched copy below, so the original can go
@@ -389,6 +393,7 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
     summary = {
         "footage": [str(p) for p in tr.cfg.footage],
         "frames_used": int(len(tr.frames)),
+        "stride": tr.stride,
         "model_size": [tr.model.cfg.width_px, tr.model.cfg.height],
         "channels": tr.model.cfg.channels,
         "input_mode": tr.model.cfg.input_mode,
@@ -456,8 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=parse_size, help="model resolution WxH (default: 160 wide, aspect kept)")
     p.add_argument("--gray", action="store_true", help="train on gray frames instead of colour")
     p.add_argument("--frames", type=parse_range, dest="frame_range", help="use only frames A-B (1-based, inclusive)")
-    p.add_argument("--max-frames", type=int, default=d.max_frames)
-    p.add_argument("--stride", type=int, default=d.stride, help="use every k-th frame")
+    p.add_argument("--max-frames", type=int, default=d.max_frames,
+                   help=f"at most this many training frames (default {d.max_frames}), spread over all of the footage: "
+                        "longer footage is read every k-th frame")
+    p.add_argument("--stride", type=int, default=d.stride, help="use every k-th frame (widened further when --max-frames needs it)")
     p.add_argument("--steps", type=int, default=d.steps, help="Adam steps")
     p.add_argument("--prox-steps", type=int, default=d.prox_steps, help="extra plain-SGD steps (proximal phase)")
     p.add_argument("--lr", type=float, default=d.lr)
