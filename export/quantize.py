@@ -3,7 +3,8 @@
 Only the convolutions are quantized (uint8 activations, int8 per-channel weights): the
 pre- and post-processing (uint8 -> float, resizes, median filter, threshold) stays in float, and
 the int64 shape arithmetic feeding ``Resize`` is left alone. Calibration runs the model on
-frames at its native size: the synthetic scene, the checkpoint's footage or any footage path.
+frames at its native size: the checkpoint's training footage (by default, when it can be read),
+the synthetic scene or any footage path.
 """
 
 from __future__ import annotations
@@ -26,25 +27,40 @@ CALIBRATION_FRAMES = 16
 
 
 def calibration_frames(spec: str, footage: Sequence[str], size: tuple[int, int],
-                       n: int = CALIBRATION_FRAMES) -> np.ndarray:
-    """(n, H, W, 3) uint8 BGR frames at the model's native ``size`` = (width, height).
+                       n: int = CALIBRATION_FRAMES) -> tuple[np.ndarray, str]:
+    """(n, H, W, 3) uint8 BGR frames at the model's native ``size`` = (width, height), and what they are.
 
-    ``spec``: "synthetic" (the built-in scene), "footage" (the checkpoint's training footage)
-    or a footage path / ``synthetic:...`` spec readable by ``training.data.load_footage``.
+    ``spec``: "auto" (the checkpoint's training footage when it can be read here, else the
+    synthetic scene), "synthetic" (the built-in scene), "footage" (the checkpoint's footage) or a
+    footage path / ``synthetic:...`` spec readable by ``training.data.load_footage``. Footage
+    frames are spread over the whole of it. A model quantized with ranges from another scene
+    clips or wastes its int8 steps on the camera's own frames.
     """
-    from training.data import load_footage
-
     w, h = size
+    if spec == "auto":
+        readable = [p for p in footage if p == "synthetic" or p.startswith("synthetic:") or Path(p).exists()]
+        if readable:
+            try:
+                return _footage_frames(readable, size, n), "footage"
+            except UserError as exc:
+                log.warning("training footage unreadable (%s): calibrating on the synthetic scene", exc)
+        spec = "synthetic"
     if spec == "synthetic":
         from stream.synthetic import SceneConfig, SyntheticScene
 
         scene = SyntheticScene(SceneConfig(width=max(32, w), height=max(32, h)))
         frames = [scene.frame(t)[0] for t in range(0, 13 * n, 13)]  # spread over the objects' paths
-        return np.stack([resize_image(f, (w, h)) for f in frames])
+        return np.stack([resize_image(f, (w, h)) for f in frames]), "synthetic"
     paths = list(footage) if spec == "footage" else [spec]
     if not paths:
         raise UserError("--calibration footage: the checkpoint names no footage; use --calibration synthetic or a path")
-    return load_footage(paths, size=(w, h), max_frames=n, progress=False).frames
+    return _footage_frames(paths, size, n), spec
+
+
+def _footage_frames(paths: Sequence[str], size: tuple[int, int], n: int) -> np.ndarray:
+    from training.data import load_footage, spread_stride
+
+    return load_footage(paths, size=size, max_frames=n, stride=spread_stride(paths, n), progress=False).frames
 
 
 def quantize_int8(model: onnx.ModelProto, frames: np.ndarray) -> tuple[onnx.ModelProto, str]:
