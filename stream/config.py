@@ -43,6 +43,7 @@ class CameraConfig(_Strict):
     pace: bool = False  # play a file or folder in real time (then frames may be dropped)
     timeout: float = Field(5.0, gt=0)  # seconds without a frame before the camera counts as down
     model: Path | None = None  # this camera's model (default: model.dir/<id>/current.onnx, else model.path)
+    roi: Path | None = None  # region image: white = watched, black = cleared from every mask (a clock, a neighbour's window)
 
     _size = field_validator("size", mode="before")(_parse_size)
 

@@ -32,6 +32,7 @@ from stream.metrics import DaemonMetrics
 from stream.publisher import MaskPublisher
 from stream.bootstrap import Mog2Engine
 from stream.reload import ModelReloader
+from stream.roi import WatchRegion
 from stream.sdnotify import Notifier
 
 log = logging.getLogger("sparsecam.daemon")
@@ -61,6 +62,7 @@ class Daemon:
     def __init__(self, cfg: DaemonConfig, engine: Engine | None = None) -> None:
         self.cfg = cfg
         ids = [c.id for c in cfg.cameras]
+        self.rois = {c.id: WatchRegion(c.roi, c.id) for c in cfg.cameras if c.roi is not None}  # first: a bad one fails fast
         self.engines: dict[str, EngineLike] = {}  # camera -> the model serving it
         self.model_paths: dict[str, Path] = {}
         self.bootstrapping: set[str] = set()
@@ -321,6 +323,8 @@ class Daemon:
             t_done = time.time()
             share = 1.0 / len(group)
             for frame, mask in zip(group, masks):
+                if frame.camera in self.rois:
+                    mask = self.rois[frame.camera].apply(mask)
                 fg = float(np.count_nonzero(mask)) / mask.size
                 sent = self.publisher.publish_mask(frame.camera, frame.seq, mask, frame.t_capture, t_done, engine.model_version, fg)
                 now = time.time()
