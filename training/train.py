@@ -328,7 +328,7 @@ class Trainer:
         t0 = time.time()
         # In a log (no terminal) a line every 30 s, not a redraw per step.
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=not self.progress, dynamic_ncols=True,
-                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0, maxinterval=10.0 if sys.stderr.isatty() else 30.0)
         try:
             with StopRequest() as stop:
                 while self.step < total:
