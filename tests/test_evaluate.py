@@ -76,11 +76,12 @@ def test_cli_writes_json_and_prints_f(synth, tmp_path):
     "args, words",
     [
         (["--set", "/nonexistent/set", "--method", "mog2"], "/nonexistent/set"),
+        (["--set", __file__, "--method", "mog2"], "is a file; eval needs a labeled folder"),
         (["--method", "wavelets"], "wavelets"),
         (["--method", "missing_model.onnx"], "missing_model.onnx"),
         (["--method", "knn", "--threshold", "0.5"], "threshold"),
     ],
-    ids=["missing-set", "unknown-method", "missing-model", "threshold-on-classic"],
+    ids=["missing-set", "set-is-a-file", "unknown-method", "missing-model", "threshold-on-classic"],
 )
 def test_cli_user_errors_exit_2(synth, args, words):
     if "--set" not in args:

@@ -36,6 +36,9 @@ def _open_set(set_root: Path) -> Any:
     from training.data import open_labeled_set
 
     set_root = Path(set_root)
+    if set_root.is_file():
+        raise UserError(f"{set_root} is a file; eval needs a labeled folder with input/ and groundtruth/ "
+                        "(footage without ground truth: look at the masks with sparsecam serve or bench/footage.py)")
     if not set_root.is_dir():
         raise UserError(f"labeled set {set_root} does not exist; pass a folder with input/ and groundtruth/")
     ls = open_labeled_set(set_root)
