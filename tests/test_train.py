@@ -119,6 +119,15 @@ def test_bad_footage_is_one_line_exit_2(tmp_path, case):
     assert not (out / "run.json").exists()  # --out not claimed by a run that never started
 
 
+@pytest.mark.parametrize("option, words", [(["--stride", "0"], "--stride 0"), (["--max-frames", "0"], "--max-frames 0"),
+                                           (["--frames", "9-3"], "frame range 9..3")])
+def test_bad_frame_selection_is_one_line_exit_2(tmp_path, option, words):
+    frames = write_cdnet_folder(tmp_path / "cam", 20, SceneConfig(width=64, height=48), progress=False)  # a length known ahead
+    res = cli("train", str(frames), *TINY[1:], *option, "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_a_failed_start_leaves_out_free_for_the_corrected_command(tmp_path):
     out = tmp_path / "out"
     assert cli("train", str(tmp_path / "typo.avi"), *TINY[1:], "--out", str(out)).returncode == 2
