@@ -214,13 +214,17 @@ class Daemon:
             self.metrics.sync_camera(cam)
             st = self.stats[cam_id]
             last = self.health.last_frame(cam_id) or self.serving_since  # one record of the last frame: Health's
-            up = cam.running and now - last <= self.timeouts[cam_id]
+            up = (cam.running or cam.queue_depth > 0) and now - last <= self.timeouts[cam_id]  # an ended file's last frames still count
             if up != st.up:
                 st.up = up
-                reason = "no frame for %.0f s" % (now - last) if not up else "frames again"
-                if not up and cam.last_error:
+                ended = not up and self._ended(cam)
+                reason = "frames again" if up else "the source has ended" if ended else "no frame for %.0f s" % (now - last)
+                if not up and not ended and cam.last_error:
                     reason += f": {cam.last_error}"  # already redacted
-                log.warning("camera %s is %s (%s)", cam_id, "up" if up else "DOWN", reason)
+                if ended:  # a file or folder played to its end: expected, not a fault
+                    log.info("camera %s: its source has ended", cam_id)
+                else:
+                    log.warning("camera %s is %s (%s)", cam_id, "up" if up else "DOWN", reason)
                 self.publisher.publish_status(cam_id, "online" if up else "offline", reason=reason, model_version=self.engines[cam_id].model_version)
             self.metrics.camera_state(cam_id, up)
         self.publisher.maybe_heartbeat([c for c, st in self.stats.items() if st.up], model_version=self.engine.model_version)
@@ -344,6 +348,11 @@ class Daemon:
         self._published_since_ping = True
         return True
 
+    @staticmethod
+    def _ended(cam: CameraThread) -> bool:
+        """The camera's file or folder played to its end (not a failure) and its last frame has been served."""
+        return cam.finished and cam.error is None and cam.queue_depth == 0
+
     def status_line(self) -> str:
         parts = []
         now = time.time()
@@ -352,7 +361,7 @@ class Daemon:
             e2e = np.array(st.e2e) * 1000 if st.e2e else np.zeros(1)
             inf = np.array(st.infer) * 1000 if st.infer else np.zeros(1)
             cam = self.cameras[cam_id]
-            state = "" if st.up else " DOWN"
+            state = "" if st.up else " ENDED" if self._ended(cam) else " DOWN"
             parts.append(f"{cam_id}{state}: {fps:5.1f} fps  e2e p50 {np.percentile(e2e, 50):5.1f} ms p99 {np.percentile(e2e, 99):5.1f} ms  "
                          f"infer {np.median(inf):4.1f} ms  drops {cam.dropped}  fg {100 * st.fg_ratio:4.1f}%")
         return " | ".join(parts)

@@ -86,6 +86,34 @@ def test_file_source_no_gaps_bit_exact_and_iou(tmp_path, synthetic_folder):
     assert iou >= 0.9, f"IoU against the synthetic ground truth {iou:.3f} < 0.9"
 
 
+def test_a_file_that_ends_is_reported_ended_after_its_last_mask(tmp_path, synthetic_folder):
+    """Beside a live camera, a folder played to its end: every mask, then 'offline: the source has ended'
+    (not a fault: no 'DOWN' warning), and the status line says ENDED."""
+    cfg = {
+        "cameras": [{"id": "file", "source": str(synthetic_folder / "input")}, {"id": "live", "source": "synthetic", "fps": 10}],
+        "publish": {"wait_for_subscriber": 10}, "status_line": True,
+    }
+    proc, ep = start_daemon(tmp_path, cfg, "--duration", "20")
+    events = []
+    try:
+        with MaskSubscriber([ep], cameras=["file"], max_age=None, include_status=True, rcvhwm=1000) as sub:
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline and not any(getattr(e, "state", None) == "offline" for e in events):
+                msg = sub.recv(timeout=0.5)
+                if msg is not None:
+                    events.append(msg)
+            time.sleep(1.5)  # a status line after the end
+    finally:
+        code, err = stop(proc)
+    seqs = [e.seq for e in events if hasattr(e, "seq")]
+    offline = [i for i, e in enumerate(events) if getattr(e, "state", None) == "offline"]
+    assert seqs == list(range(N_FILE_FRAMES)), err[-2000:]
+    assert offline and offline[0] > max(i for i, e in enumerate(events) if hasattr(e, "seq"))  # after the last mask
+    assert events[offline[0]].fields.get("reason") == "the source has ended"
+    assert "camera file: its source has ended" in err and "camera file is DOWN" not in err
+    assert "file ENDED:" in err and code == 0, err[-2000:]
+
+
 def test_sigterm_publishes_offline_and_exits_0_quickly(tmp_path):
     proc, ep = start_daemon(tmp_path, {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 30}]})
     with MaskSubscriber([ep], cameras=["cam0"], max_age=None, include_status=True) as sub:
