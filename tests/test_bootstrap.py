@@ -33,8 +33,10 @@ def wait_version(sub: MaskSubscriber, version: str, timeout: float) -> list:
 def test_bootstrap_then_switch_without_losing_a_frame(tmp_path):
     models = tmp_path / "models"
     frames = write_cdnet_folder(tmp_path / "scene", 30, SceneConfig(), start=6000, progress=False) / "input"
+    # An unpaced file runs as fast as inference: queues that hold a burst on both sides, so that a gap
+    # can only be a frame the daemon lost (a fresh-clone run under load once lost one to the default SNDHWM 4).
     cfg = {"cameras": [{"id": "cam0", "source": str(frames), "loop": True}],
-           "model": {"dir": str(models)}, "publish": {"wait_for_subscriber": 10}}
+           "model": {"dir": str(models)}, "publish": {"wait_for_subscriber": 10, "sndhwm": 1000}}
     proc, ep = start_daemon(tmp_path, cfg)
     try:
         with MaskSubscriber([ep], max_age=None, rcvhwm=1000) as sub:
@@ -46,6 +48,7 @@ def test_bootstrap_then_switch_without_losing_a_frame(tmp_path):
             (models / "cam0" / ".current.onnx.tmp").rename(models / "cam0" / "current.onnx")
             seen = wait_version(sub, bundled_version(), 20)
             assert seen and seen[-1].model_version == bundled_version()
+            assert seen[-1].seq == seen[-2].seq + 1 and seen[-2].model_version == BOOTSTRAP_VERSION  # the switch itself
             assert sub.stats.gaps == 0
     finally:
         code, err = stop(proc)
