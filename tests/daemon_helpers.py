@@ -14,10 +14,21 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 that this test process has not handed out before.
+
+    The socket is closed before the daemon binds, so the OS may offer the same port twice in a
+    row: the publish endpoint and the metrics address of one daemon once got the same one."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def start_daemon(tmp_path: Path, config: dict, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
