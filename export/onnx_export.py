@@ -179,7 +179,7 @@ class FrameSet:
 def parity_sets(state: dict[str, Any], width: int, height: int) -> list[FrameSet]:
     """The synthetic scene at the native size and at twice it, plus the readable training footage."""
     from stream.synthetic import SceneConfig, SyntheticScene
-    from training.data import load_footage, spread_stride
+    from training.data import footage_here, load_footage, spread_stride
 
     sets = []
     for k, n in ((1, NATIVE_FRAMES), (2, DOUBLE_FRAMES)):
@@ -188,7 +188,7 @@ def parity_sets(state: dict[str, Any], width: int, height: int) -> list[FrameSet
         frames, gts = zip(*(scene.frame(t) for t in range(0, 17 * n, 17)))  # spread over the objects' paths
         sets.append(FrameSet(f"synthetic {w}x{h}", np.stack(frames), np.stack(gts)))
     for src in [str(s) for s in state.get("footage") or []][:FOOTAGE_SOURCES]:
-        if not (src == "synthetic" or src.startswith("synthetic:") or Path(src).exists()):
+        if not footage_here(src):
             log.info("footage %s is not here: not used in the parity check", src)
             continue
         try:

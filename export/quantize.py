@@ -36,9 +36,11 @@ def calibration_frames(spec: str, footage: Sequence[str], size: tuple[int, int],
     frames are spread over the whole of it. A model quantized with ranges from another scene
     clips or wastes its int8 steps on the camera's own frames.
     """
+    from training.data import footage_here
+
     w, h = size
     if spec == "auto":
-        readable = [p for p in footage if p == "synthetic" or p.startswith("synthetic:") or Path(p).exists()]
+        readable = [p for p in footage if footage_here(p)]
         if readable:
             try:
                 return _footage_frames(readable, size, n), "footage"

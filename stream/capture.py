@@ -442,7 +442,9 @@ def make_source(spec: str | int, *, size: tuple[int, int] | None = None, fps: fl
     text = str(spec).strip()
     if not text:
         raise UserError("empty source: give a camera index, a URL, a video file, an image folder or 'synthetic'")
-    if text == "synthetic" or text.startswith("synthetic:"):
+    from stream.synthetic import is_synthetic_spec  # lazy, as the other stream.synthetic imports here
+
+    if is_synthetic_spec(text):
         return _synthetic(text, size, fps)
     if text.isdigit():
         return DeviceSource(int(text), size=size, fps=fps)

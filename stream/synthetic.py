@@ -408,6 +408,11 @@ _SPEC_KEYS = {
 SPEC_HELP = "synthetic[:frames=N,seed=S,size=WxH,jitter=J,objects=K,noise=SD,drift=D,start=T,fps=F]"
 
 
+def is_synthetic_spec(text: str) -> bool:
+    """``synthetic`` or ``synthetic:...``: the built-in scene rather than a path or URL."""
+    return text == "synthetic" or text.startswith("synthetic:")
+
+
 def parse_synthetic_spec(spec: str, size: tuple[int, int] | None = None) -> SyntheticSpec:
     """Parse ``synthetic`` / ``synthetic:seed=1,size=320x240,...``; a bad one is a UserError."""
     head, _, body = spec.strip().partition(":")

@@ -21,6 +21,7 @@ import numpy as np
 from stream.capture import IMAGE_EXTS, list_images
 from stream.errors import UserError
 from stream.recorder import MANIFEST, read_manifest
+from stream.synthetic import is_synthetic_spec
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,11 @@ def _check_selection(stride: int, max_frames: int | None, frame_range: tuple[int
                         "use FIRST..LAST with 1 <= FIRST <= LAST")
 
 
+def footage_here(source: str) -> bool:
+    """True when ``source`` (a checkpoint's footage entry) can be read on this machine: the synthetic scene or an existing path."""
+    return is_synthetic_spec(source) or Path(source).exists()
+
+
 def spread_stride(paths: Sequence[str | Path], max_frames: int | None, stride: int = 1,
                   frame_range: tuple[int, int] | None = None) -> int:
     """The stride that spreads at most ``max_frames`` frames over all of the footage.
@@ -245,7 +251,7 @@ def load_footage(
             break
         sel = _Selector(frame_range, stride, remaining)
         src_stamps: list[float] = []
-        if text == "synthetic" or text.startswith("synthetic:"):
+        if is_synthetic_spec(text):
             items, label, stamped = _synthetic_items(text, gray), text, False
         else:
             p = Path(text).expanduser()
