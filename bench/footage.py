@@ -15,7 +15,6 @@ in red over the frame.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,12 +28,11 @@ sys.path.insert(0, str(REPO))
 
 from bench.report import write_json  # noqa: E402
 from stream.errors import UserError  # noqa: E402
-from training.data import default_data_root  # noqa: E402
+from training.data import VIDEO_EXTS, default_data_root  # noqa: E402
 
 FOLDER = "footage_no_gt"
 SHOWN = 120  # frames of each clip the trained model is run on
 SHEET_WIDTH = 320  # width of each picture on the contact sheet
-VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg")
 
 
 def clips_in(folder: Path) -> list[Path]:
@@ -56,16 +54,15 @@ def train_clip(clip: Path, out: Path, steps: int | None) -> dict[str, Any]:
     return train(cfg, out, progress=sys.stderr.isatty())
 
 
-def masks_of(clip: Path, model: Path, frames_used: int) -> tuple[np.ndarray, np.ndarray, float]:
+def masks_of(clip: Path, model: Path) -> tuple[np.ndarray, np.ndarray, float]:
     """Up to SHOWN frames spread over the clip (at most SHEET_WIDTH wide), their masks and ms per frame."""
-    from training.data import load_footage
+    from training.data import load_footage, spread_stride
     from training.predict import load_predictor
 
     probe = load_footage([str(clip)], max_frames=1, progress=False).frames[0]
     h, w = probe.shape[:2]
     size = None if w <= SHEET_WIDTH else (SHEET_WIDTH, max(1, round(h * SHEET_WIDTH / w)))
-    stride = max(1, math.ceil(frames_used / SHOWN))
-    frames = load_footage([str(clip)], size=size, stride=stride, max_frames=SHOWN, progress=False).frames
+    frames = load_footage([str(clip)], size=size, stride=spread_stride([clip], SHOWN), max_frames=SHOWN, progress=False).frames
     predictor = load_predictor(model)
     masks, t0 = [], time.perf_counter()
     for i in range(0, len(frames), 16):
@@ -83,10 +80,9 @@ def mask_stats(masks: np.ndarray) -> dict[str, float]:
 
 def overlay(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The frame (BGR) with its mask drawn in red at half opacity."""
-    img = frame if frame.ndim == 3 and frame.shape[2] == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    red = img.copy()
+    red = frame.copy()
     red[mask] = (0, 0, 255)
-    return cv2.addWeighted(img, 0.5, red, 0.5, 0)
+    return cv2.addWeighted(frame, 0.5, red, 0.5, 0)
 
 
 def sheet_row(name: str, frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -94,8 +90,7 @@ def sheet_row(name: str, frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
     busiest = int(masks.reshape(len(masks), -1).sum(axis=1).argmax())
     tiles = []
     for i in (busiest, len(frames) // 2):
-        frame = frames[i] if frames[i].shape[2] == 3 else cv2.cvtColor(frames[i], cv2.COLOR_GRAY2BGR)
-        pair = np.hstack([frame, overlay(frame, masks[i])])
+        pair = np.hstack([frames[i], overlay(frames[i], masks[i])])  # load_footage gives BGR, gray clips too
         scale = SHEET_WIDTH * 2 / pair.shape[1]
         tiles.append(cv2.resize(pair, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
     height = max(t.shape[0] for t in tiles)
@@ -149,7 +144,7 @@ def main() -> int:
             summary = train_clip(clip, args.out / clip.stem, args.steps)
             if summary is None:  # interrupted: the checkpoint is saved, nothing to show
                 return 130
-            frames, masks, ms = masks_of(clip, args.out / clip.stem / "model.pt", summary["frames_used"])
+            frames, masks, ms = masks_of(clip, args.out / clip.stem / "model.pt")
         except UserError as exc:  # an unreadable clip: say so and go on with the others
             print(f"   skipped: {exc}", file=sys.stderr)
             continue
