@@ -215,9 +215,11 @@ class Daemon:
             st = self.stats[cam_id]
             last = self.health.last_frame(cam_id) or self.serving_since  # one record of the last frame: Health's
             up = (cam.running or cam.queue_depth > 0) and now - last <= self.timeouts[cam_id]  # an ended file's last frames still count
+            ended = not up and self._ended(cam)
+            if ended:
+                self.health.camera_ended(cam_id)  # /readyz: expected, not a fault
             if up != st.up:
                 st.up = up
-                ended = not up and self._ended(cam)
                 reason = "frames again" if up else "the source has ended" if ended else "no frame for %.0f s" % (now - last)
                 if not up and not ended and cam.last_error:
                     reason += f": {cam.last_error}"  # already redacted
@@ -226,7 +228,7 @@ class Daemon:
                 else:
                     log.warning("camera %s is %s (%s)", cam_id, "up" if up else "DOWN", reason)
                 self.publisher.publish_status(cam_id, "online" if up else "offline", reason=reason, model_version=self.engines[cam_id].model_version)
-            self.metrics.camera_state(cam_id, up)
+            self.metrics.camera_state(cam_id, up, ended)
         self.publisher.maybe_heartbeat([c for c, st in self.stats.items() if st.up], model_version=self.engine.model_version)
         if self.cfg.retrain.auto_first and self.recorders:
             self._maybe_start_first_training()

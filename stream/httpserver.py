@@ -3,7 +3,8 @@
 * ``/metrics``: the daemon's Prometheus registry (text format).
 * ``/healthz``: 200 while the main loop beats (``Health.beat()`` each iteration), else 503.
 * ``/readyz``: 200 once the model is loaded, the sockets are bound and every camera delivered
-  a frame within its timeout; else 503 with a JSON body listing what is not ready.
+  a frame within its timeout (a file or folder that played to its end counts as ended, not as
+  a fault); else 503 with a JSON body listing what is not ready.
 * ``/preview``: an HTML page with each camera's latest frame, mask tinted red, fps and
   latency, refreshed every ~300 ms; ``/preview/<camera>.jpg`` one such JPEG (404 for an
   unknown camera, 503 before its first frame); ``/preview/cameras.json`` the camera list.
@@ -63,6 +64,7 @@ class Health:
         self._sockets_bound = False
         self._cameras: dict[str, float] = {}  # camera -> timeout s
         self._last_frame: dict[str, float] = {}  # camera -> Unix time
+        self._ended: set[str] = set()  # cameras whose file or folder played to its end
 
     def beat(self) -> None:
         self._last_beat = time.monotonic()  # a single store: atomic under the GIL
@@ -86,6 +88,15 @@ class Health:
             self._cameras.setdefault(camera, self.default_camera_timeout)
             if t > self._last_frame.get(camera, -1.0):
                 self._last_frame[camera] = t
+
+    def camera_ended(self, camera: str) -> None:
+        """``camera``'s file or folder played to its end: no longer expected to deliver frames."""
+        with self._lock:
+            self._ended.add(camera)
+
+    def ended(self) -> list[str]:
+        with self._lock:
+            return sorted(self._ended)
 
     def last_frame(self, camera: str) -> float | None:
         """Unix capture time of ``camera``'s newest frame, or None before its first."""
@@ -115,6 +126,8 @@ class Health:
             if not self._sockets_bound:
                 problems.append("publish sockets not bound")
             for camera, timeout in self._cameras.items():
+                if camera in self._ended:
+                    continue
                 last = self._last_frame.get(camera)
                 if last is None:
                     problems.append(f"camera {camera}: no frame yet")
@@ -308,7 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._text(503, "main loop not started\n" if age is None else f"main loop stalled: no iteration for {age:.1f} s\n", head)
             elif path == "/readyz":
                 ok, problems = app.health.ready()
-                body = json.dumps({"ready": ok, "not_ready": problems}).encode()
+                body = json.dumps({"ready": ok, "not_ready": problems, "ended": app.health.ended()}).encode()
                 self._send(200 if ok else 503, body, "application/json", head)
             elif path in ("/preview", "/preview/", "/"):
                 if path == "/":

@@ -39,6 +39,7 @@ _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "end_to_end_latency_seconds": ("histogram", "Capture to publish latency of each mask", ("camera",)),
     "stage_duration_seconds": ("histogram", "Duration of each pipeline stage (capture, preprocess, inference, encode, publish)", ("stage",)),
     "camera_up": ("gauge", "1 while the camera delivers frames, else 0", ("camera",)),
+    "camera_ended": ("gauge", "1 once the camera's file or folder has played to its end (not a fault), else 0", ("camera",)),
     "last_frame_timestamp_seconds": ("gauge", "Unix time of the capture of the last published frame", ("camera",)),
     "queue_depth": ("gauge", "Frames captured but not yet taken by the model", ("camera",)),
     "foreground_ratio": ("gauge", "Fraction of foreground pixels in the last mask", ("camera",)),
@@ -80,6 +81,7 @@ class DaemonMetrics:
         self.end_to_end_latency = Histogram(*d["end_to_end_latency_seconds"], buckets=LATENCY_BUCKETS, registry=r)
         self.stage_duration = Histogram(*d["stage_duration_seconds"], buckets=LATENCY_BUCKETS, registry=r)
         self.camera_up = Gauge(*d["camera_up"], registry=r)
+        self.camera_ended = Gauge(*d["camera_ended"], registry=r)
         self.last_frame_timestamp = Gauge(*d["last_frame_timestamp_seconds"], registry=r)
         self.queue_depth = Gauge(*d["queue_depth"], registry=r)
         self.foreground_ratio = Gauge(*d["foreground_ratio"], registry=r)
@@ -97,7 +99,7 @@ class DaemonMetrics:
     def add_camera(self, camera: str) -> None:
         """Create every per-camera series (at zero) so dashboards see the camera at once."""
         for metric in (self.frames_captured, self.masks_published, self.camera_reconnects, self.publish_bytes,
-                       self.end_to_end_latency, self.camera_up, self.last_frame_timestamp, self.queue_depth, self.foreground_ratio):
+                       self.end_to_end_latency, self.camera_up, self.camera_ended, self.last_frame_timestamp, self.queue_depth, self.foreground_ratio):
             metric.labels(camera)
         for reason in DROP_REASONS:
             self.frames_dropped.labels(camera, reason)
@@ -146,8 +148,9 @@ class DaemonMetrics:
     def reconnected(self, camera: str, n: int = 1) -> None:
         self.camera_reconnects.labels(camera).inc(n)
 
-    def camera_state(self, camera: str, up: bool) -> None:
+    def camera_state(self, camera: str, up: bool, ended: bool = False) -> None:
         self.camera_up.labels(camera).set(1 if up else 0)
+        self.camera_ended.labels(camera).set(1 if ended else 0)
 
     def set_queue_depth(self, camera: str, depth: int) -> None:
         self.queue_depth.labels(camera).set(depth)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,3 +68,30 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> tuple[int, str]:
         proc.kill()
         _, err = proc.communicate()
     return proc.returncode, err
+
+
+def scrape(proc) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics: {(name, sorted label items): value}."""
+    text = urllib.request.urlopen(proc.metrics_url + "/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def metric(proc, name: str, **labels: str) -> float:
+    return scrape(proc)[(name, tuple(sorted(labels.items())))]
+
+
+def http_status(proc, path: str) -> int:
+    try:
+        return urllib.request.urlopen(proc.metrics_url + path, timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def http_json(proc, path: str) -> tuple[int, dict]:
+    """(HTTP status, decoded JSON body) of a GET on the daemon's HTTP server, error statuses included."""
+    try:
+        with urllib.request.urlopen(proc.metrics_url + path, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

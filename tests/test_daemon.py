@@ -15,7 +15,7 @@ from stream.client import MaskSubscriber
 from stream.modelinfo import BUNDLED_MODEL
 from stream.engine import Engine
 from stream.synthetic import SceneConfig, write_cdnet_folder
-from tests.daemon_helpers import REPO, free_port, start_daemon, stop
+from tests.daemon_helpers import REPO, free_port, http_json, metric, start_daemon, stop
 
 N_FILE_FRAMES = 40
 
@@ -88,9 +88,11 @@ def test_file_source_no_gaps_bit_exact_and_iou(tmp_path, synthetic_folder):
 
 def test_a_file_that_ends_is_reported_ended_after_its_last_mask(tmp_path, synthetic_folder):
     """Beside a live camera, a folder played to its end: every mask, then 'offline: the source has ended'
-    (not a fault: no 'DOWN' warning), and the status line says ENDED."""
+    (not a fault: no 'DOWN' warning), the status line says ENDED, and past the camera's timeout
+    /readyz stays 200 (the file listed as ended) with sparsecam_camera_ended 1 for it alone."""
     cfg = {
-        "cameras": [{"id": "file", "source": str(synthetic_folder / "input")}, {"id": "live", "source": "synthetic", "fps": 10}],
+        "cameras": [{"id": "file", "source": str(synthetic_folder / "input"), "timeout": 1.0},
+                    {"id": "live", "source": "synthetic", "fps": 10}],
         "publish": {"wait_for_subscriber": 10}, "status_line": True,
     }
     proc, ep = start_daemon(tmp_path, cfg, "--duration", "20")
@@ -102,9 +104,13 @@ def test_a_file_that_ends_is_reported_ended_after_its_last_mask(tmp_path, synthe
                 msg = sub.recv(timeout=0.5)
                 if msg is not None:
                     events.append(msg)
-            time.sleep(1.5)  # a status line after the end
+            time.sleep(2.0)  # past the file camera's 1-s timeout; a status line after the end
+            ready = http_json(proc, "/readyz")
+            ended = {cam: metric(proc, "sparsecam_camera_ended", camera=cam) for cam in ("file", "live")}
     finally:
         code, err = stop(proc)
+    assert ready == (200, {"ready": True, "not_ready": [], "ended": ["file"]}), ready
+    assert ended == {"file": 1.0, "live": 0.0}
     seqs = [e.seq for e in events if hasattr(e, "seq")]
     offline = [i for i, e in enumerate(events) if getattr(e, "state", None) == "offline"]
     assert seqs == list(range(N_FILE_FRAMES)), err[-2000:]

@@ -37,6 +37,7 @@ DAEMON_METRICS = {
     "sparsecam_end_to_end_latency_seconds",
     "sparsecam_stage_duration_seconds",
     "sparsecam_camera_up",
+    "sparsecam_camera_ended",
     "sparsecam_last_frame_timestamp_seconds",
     "sparsecam_queue_depth",
     "sparsecam_foreground_ratio",
@@ -130,7 +131,7 @@ def test_dashboard_panels():
 
 def test_alert_rules():
     rules = {r["alert"]: r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]}
-    assert rules["SparsecamCameraDown"]["expr"] == "sparsecam_camera_up == 0" and rules["SparsecamCameraDown"]["for"] == "1m"
+    assert rules["SparsecamCameraDown"]["expr"].startswith("sparsecam_camera_up == 0 unless sparsecam_camera_ended == 1") and rules["SparsecamCameraDown"]["for"] == "1m"
     assert rules["SparsecamStaleFrames"]["expr"] == "time() - sparsecam_last_frame_timestamp_seconds > 30"
     assert rules["SparsecamLatencyP99High"]["for"] == "5m"
     assert "histogram_quantile(0.99" in rules["SparsecamLatencyP99High"]["expr"]

@@ -19,12 +19,11 @@ from typing import Callable
 import cv2
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream.client import MaskSubscriber
 from stream.protocol import StatusMessage
 from stream.synthetic import SceneConfig, SyntheticScene
-from tests.daemon_helpers import free_port, start_daemon, stop
+from tests.daemon_helpers import free_port, http_status, metric, scrape, start_daemon, stop
 from tests.mjpeg_server import MJPEGServer, render_jpegs
 
 
@@ -51,24 +50,6 @@ def write_frames(folder: Path, pngs: list[bytes], start: int = 0) -> list[Path]:
 
 
 # ------------------------------------------------------------------ observing the daemon
-
-
-def scrape(proc) -> dict[tuple[str, tuple], float]:
-    """Every sample of /metrics: {(name, sorted label items): value}."""
-    text = urllib.request.urlopen(proc.metrics_url + "/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-
-def metric(proc, name: str, **labels: str) -> float:
-    return scrape(proc)[(name, tuple(sorted(labels.items())))]
-
-
-def http_status(proc, path: str) -> int:
-    try:
-        return urllib.request.urlopen(proc.metrics_url + path, timeout=5).status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 class Watcher:

@@ -179,7 +179,7 @@ def test_readyz_lists_what_is_missing(served):
     assert status == 503 and problems == ["camera cam1: no frame yet"]
     h.camera_frame("cam1")
     status, _, body = get(served.url + "/readyz")
-    assert status == 200 and json.loads(body) == {"ready": True, "not_ready": []}
+    assert status == 200 and json.loads(body) == {"ready": True, "not_ready": [], "ended": []}
 
 
 def test_readyz_stale_camera_and_stalled_loop():
@@ -195,6 +195,10 @@ def test_readyz_stale_camera_and_stalled_loop():
     assert h.last_frame("c") == t_old
     ok, problems = h.ready()
     assert not ok and len(problems) == 1 and problems[0].startswith("camera c: no frame for 3.")
+    h.add_camera("clip", timeout_s=1.0)
+    h.camera_frame("clip", t_old)
+    h.camera_ended("clip")  # a file played to its end: no longer waited for
+    assert h.ready()[1] == problems and h.ended() == ["clip"]
     h.camera_frame("c")
     assert h.ready() == (True, [])
     time.sleep(0.3)
