@@ -189,3 +189,23 @@ def test_kill_9_leaves_current_then_resumes_and_rejects(tmp_path: Path) -> None:
     assert (cam / "work" / "candidate.onnx").is_file()
     assert (cam / "current.onnx").read_bytes() == before and history(cam) == []
     assert not (cam / "checkpoints").exists()
+
+
+def test_a_bad_train_option_is_refused_and_never_saved(tmp_path: Path) -> None:
+    """'--train-option width=abc' or 'lr=nan' is one line, exit 2, before anything is written; a snapshot
+    saved with settings that cannot train (an older version let them through) no longer blocks the camera."""
+    rec, models = record(tmp_path / "rec", 30), tmp_path / "models"
+    base = ["--camera", "cam0", "--models", str(models), "--recordings", str(rec)]
+    for opt, words in (("width=abc", "must be a whole number"), ("lr=nan", "must be a number"), ("batch=0", "at least 2 frames")):
+        r = run("retrain", *base, *TINY, "--train-option", opt)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert not (models / "cam0" / "work").exists()
+    r = run("retrain", *base, *TINY)  # a good run writes a snapshot; poison its settings as an older version could
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    snap_path = models / "cam0" / "work" / "snapshot.json"
+    snap = json.loads(snap_path.read_text())
+    snap["train_config"]["batch"] = 0
+    snap_path.write_text(json.dumps(snap))
+    (models / "cam0" / "work" / "report.json").unlink(missing_ok=True)  # looks unfinished: would be resumed
+    r = run("retrain", *base, *TINY)
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr and "starting a new run" in r.stderr, r.stderr[-2000:]

@@ -169,3 +169,36 @@ def test_run_time_never_imports_torch():
     for path in (REPO / "stream").glob("*.py"):
         text = path.read_text()
         assert "import torch" not in text and "from training" not in text.split("def ", 1)[0], path
+
+
+@pytest.mark.parametrize("option, words", [
+    (["--lr", "nan"], "lr (--lr) = nan"), (["--batch", "1"], "at least 2 frames"), (["--width", "0"], "width (--width) = 0"),
+    (["--depth", "-1"], "down-samplings"), (["--crop", "-1"], "crop (--crop) = -1"), (["--bg-frames", "0"], "bg_frames"),
+    (["--device", "foo"], "cuda:K"), (["--size", "99999x99999"], "32 to 1920"), (["--size", "40x30"], "height (--size) = 30"),
+    (["--steps", "0"], "nothing to train"), (["--prox-steps", "-1"], "prox_steps"), (["--lambda", "-1"], "sparsity weight"),
+    (["--threshold", "1.5"], "threshold (--threshold)"), (["--checkpoint-every", "0"], "checkpoint_every"),
+])
+def test_a_setting_that_cannot_train_is_one_line_exit_2(tmp_path, option, words):
+    """Refused before the footage loads: no traceback from torch, --out untouched."""
+    res = cli("train", *TINY, *option, "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_out_that_is_a_file_or_cannot_be_created_is_one_line_exit_2(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    for out, words in ((afile, "is a file"), (afile / "run", "is a file"), (Path("/proc/sparsecam-run"), "cannot create")):
+        res = cli("train", *TINY, "--out", str(out))
+        assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert afile.read_text() == "keep me"
+
+
+def test_a_run_that_saved_nothing_does_not_block_the_next(tmp_path):
+    """A run that stopped before its first checkpoint (only run.json) leaves --out to the corrected command."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"identity": "0" * 16, "config": {}}))
+    res = cli("train", *TINY, "--out", str(out))
+    assert res.returncode == 0 and (out / "model.pt").is_file(), res.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["identity"] != "0" * 16

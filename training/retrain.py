@@ -155,7 +155,7 @@ def _resumable(work: Path) -> tuple[dict[str, Any], Any] | None:
     try:
         snap = json.loads(snap_path.read_text())
         cfg = _config_from_dict(snap["train_config"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, UserError) as exc:  # UserError: settings that cannot train
         log.warning("%s is unreadable (%s): starting a new run", snap_path, exc)
         return None
     if snap.get("format") != SNAPSHOT_FORMAT:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -33,6 +34,7 @@ from training.data import Footage, load_footage, spread_stride
 from training.model import (INPUT_MODES, LEGACY_ALIGN, LEGACY_EXPOSURE, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet,
                             count_parameters, foreground_score)
 from training.prox import default_lambda, low_rank_sparse_loss
+from training.settings_check import MIN_SIDE, check_settings
 from training.stopsignal import StopRequest
 from training.threshold import choose_threshold
 
@@ -74,6 +76,9 @@ class TrainConfig:
     device: str = "auto"
     threshold: float | None = None  # None = chosen from the footage (training/threshold.py)
 
+    def __post_init__(self) -> None:
+        check_settings(self)  # a bad value is one line (UserError) before anything loads or is written
+
     def identity(self) -> str:
         """Hash of the settings that make two runs different (not steps, device, schedule or post-processing)."""
         post = ("steps", "prox_steps", "checkpoint_every", "device", "threshold", "score_filter", "fill_holes", "min_object")
@@ -108,8 +113,11 @@ def model_size(footage: Footage, cfg: TrainConfig) -> tuple[int, int]:
     _, h, w, _ = footage.frames.shape
     mult = 2**cfg.depth
     width = max(mult, int(round(cfg.width_px / mult)) * mult)
-    height = cfg.height or int(round(width * h / w / mult)) * mult
-    return width, max(mult, height)
+    height = max(mult, cfg.height or int(round(width * h / w / mult)) * mult)
+    if min(width, height) < MIN_SIDE:
+        raise UserError(f"the model would be {width}x{height} for {w}x{h} footage; each side needs {MIN_SIDE} pixels or more: "
+                        "pass a larger --size WxH")
+    return width, height
 
 
 def to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -223,9 +231,17 @@ class Trainer:
 
     # -- run directory -------------------------------------------------------------------
     def _check_run_dir(self, resume: bool) -> None:
-        """Refuse an --out that holds another run (or this one without --resume); writes nothing."""
+        """Refuse an --out that holds another run (or this one without --resume), or one that cannot be written; writes nothing."""
         meta = self.out / "run.json"
-        if meta.exists():
+        parent = next((p for p in (self.out, *self.out.parents) if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise UserError(f"--out {self.out}: {parent} is a file; pass a folder for the run")
+        if parent is not None and not os.access(parent, os.W_OK):
+            raise UserError(f"--out {self.out}: cannot write in {parent}; pick another --out")
+        saved_nothing = not (self.ckpt_path.exists() or (self.out / "model.pt").exists())
+        if meta.exists() and saved_nothing and not resume:
+            log.info("%s holds a run that stopped before its first checkpoint: starting this one there", self.out)
+        elif meta.exists():
             try:
                 old = json.loads(meta.read_text())
             except (OSError, json.JSONDecodeError):
@@ -241,7 +257,10 @@ class Trainer:
 
     def _claim_run_dir(self) -> None:
         """Mark --out as this run's (run.json: identity and settings)."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder {self.out}: {exc.strerror}; pick another --out") from None
         (self.out / "run.json").write_text(json.dumps({"identity": self.cfg.identity(), "config": self.cfg.__dict__}, indent=1, default=str))
 
     # -- checkpoints ---------------------------------------------------------------------
