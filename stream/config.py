@@ -157,8 +157,11 @@ def format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _env_overrides(data: dict) -> dict:
-    """SPARSECAM_MODEL__PATH=/x.onnx sets model.path ('__' separates levels; YAML values)."""
+def _env_overrides(data: dict) -> list[str]:
+    """SPARSECAM_MODEL__PATH=/x.onnx sets model.path in ``data`` ('__' separates levels; YAML values).
+
+    Returns the variables applied."""
+    applied = []
     for key, raw in os.environ.items():
         if not key.startswith(ENV_PREFIX) or key == "SPARSECAM_DATA":
             continue
@@ -169,8 +172,12 @@ def _env_overrides(data: dict) -> dict:
             if not isinstance(node, dict):
                 break
         else:
-            node[path[-1]] = yaml.safe_load(raw)
-    return data
+            try:
+                node[path[-1]] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                raise UserError(f"environment variable {key}={raw!r} is not a YAML value; quote it or unset it") from None
+            applied.append(key)
+    return applied
 
 
 def load_config(path: Path | None = None, use_env: bool = True) -> DaemonConfig:
@@ -183,12 +190,16 @@ def load_config(path: Path | None = None, use_env: bool = True) -> DaemonConfig:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise UserError(f"config file {path} does not exist") from None
+        except UnicodeDecodeError:
+            raise UserError(f"config file {path} is not a text file; pass the daemon's YAML configuration") from None
         except (OSError, yaml.YAMLError) as exc:
             raise UserError(f"config file {path} is not readable YAML: {exc}") from None
         if not isinstance(data, dict):
             raise UserError(f"config file {path} must hold a mapping at the top level")
     if use_env:
-        data = _env_overrides(data)
+        applied = _env_overrides(data)
+        if applied:
+            source += f" with {', '.join(sorted(applied))} from the environment"
     try:
         return DaemonConfig.model_validate(data)
     except ValidationError as exc:

@@ -56,7 +56,8 @@ class ModelReloader:
     def stop(self) -> None:
         self._stop.set()
         self._requested.set()
-        self._thread.join(timeout=2)
+        if self._thread.is_alive():  # the daemon may stop before it started the reloaders (a camera failed to open)
+            self._thread.join(timeout=2)
 
     def _changed(self) -> bool:
         sig = file_signature(self.path)

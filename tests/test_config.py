@@ -55,7 +55,24 @@ def test_check_config_cli(tmp_path):
     res = cli("check-config", str(tmp_path / "missing.yaml"))
     assert res.returncode == 2 and "missing.yaml" in res.stderr
     res = cli("check-config", str(good), env={"SPARSECAM_PUBLISH__SNDHWM": "0"})
-    assert res.returncode == 2 and "publish.sndhwm" in res.stderr
+    assert res.returncode == 2 and "publish.sndhwm" in res.stderr and "SPARSECAM_PUBLISH__SNDHWM from the environment" in res.stderr
+
+
+@pytest.mark.parametrize("case", ["binary", "png", "env-yaml"])
+def test_a_config_that_is_not_text_or_an_env_value_that_is_not_yaml_is_one_line(tmp_path, case):
+    path, env = tmp_path / "c.yaml", {}
+    if case == "binary":
+        path.write_bytes(b"\xff\xfe\x00bin")
+    elif case == "png":
+        path = tmp_path / "mask.png"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    else:
+        path.write_text("{}\n")
+        env = {"SPARSECAM_PUBLISH__SNDHWM": "["}
+    for command in ("check-config", "serve --duration 1 --config", "record --duration 1 --config"):
+        res = cli(*command.split(), str(path), env=env)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert ("SPARSECAM_PUBLISH__SNDHWM" if case == "env-yaml" else "is not a text file") in res.stderr
 
 
 def test_readme_example_config_validates():

@@ -187,3 +187,19 @@ def test_bad_config_exits_2_with_field_paths(tmp_path):
     for field in ("cameras.0.id", "cameras.0.fps", "publish.encoding"):
         assert field in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("case", ["not-a-video", "empty-folder"])
+def test_a_source_that_cannot_open_is_one_error_exit_2(tmp_path, case):
+    """It stopped before starting the model reloader, whose join then hid the message behind a traceback."""
+    if case == "not-a-video":
+        source = tmp_path / "clip.mp4"
+        source.write_text("hello\n")
+    else:
+        source = tmp_path / "frames"
+        source.mkdir()
+    res = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--quiet", "--duration", "2", "--source", str(source),
+                          "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--metrics-bind", f"127.0.0.1:{free_port()}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1].startswith(f"sparsecam serve: error: ") and source.name in res.stderr.splitlines()[-1]
