@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 
 import zmq
 
+from stream.argtypes import bounded, seconds
 from stream.errors import UserError
 from stream.protocol import (
     MASK_PREFIX,
@@ -232,8 +233,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", action="append", metavar="ID", help="only this camera, repeatable (default: all)")
     p.add_argument("--count", type=int, metavar="N", help="exit 0 after N masks")
     p.add_argument("--save", type=Path, metavar="DIR", help="save masks as DIR/<camera>/<seq:08d>.png instead of printing")
-    p.add_argument("--timeout", type=float, metavar="S", help="exit 1 when no mask arrives for S seconds (default 10 with --count, else wait forever)")
-    p.add_argument("--max-age", type=float, default=1.0, metavar="S", help="drop masks captured more than S seconds ago (default 1; 0 keeps all)")
+    p.add_argument("--timeout", type=seconds, metavar="S", help="exit 1 when no mask arrives for S seconds (default 10 with --count, else wait forever)")
+    p.add_argument("--max-age", type=bounded(0.0, what="a number of seconds >= 0"), default=1.0, metavar="S", help="drop masks captured more than S seconds ago (default 1; 0 keeps all)")
     p.add_argument("--status", action="store_true", help="also print camera online/offline status messages")
     p.add_argument("--client-key", type=Path, metavar="FILE", help="CurveZMQ: this subscriber's secret key file (NAME.key_secret)")
     p.add_argument("--server-key", type=Path, metavar="FILE", help="CurveZMQ: the daemon's public key file (server.key)")

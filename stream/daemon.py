@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.argtypes import seconds
 from stream.capture import CameraThread, Frame, make_source, redact, stop_all
 from stream.config import DaemonConfig, load_config
 from stream.engine import Engine
@@ -181,7 +182,7 @@ class Daemon:
                 reloader.start()
             self._online()
             self.notifier.ready(f"serving {len(self.cameras)} camera(s) with model {self.engine.model_version}")
-            deadline = time.monotonic() + duration if duration else None
+            deadline = time.monotonic() + duration if duration is not None else None
             next_line = time.monotonic() + 1.0
             while not self.stop_event.is_set():
                 if deadline and time.monotonic() >= deadline:
@@ -372,7 +373,7 @@ class Daemon:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsecam serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="YAML configuration (default: synthetic camera, bundled model)")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--duration", type=seconds, help="stop after this many seconds (> 0; default: run until stopped)")
     p.add_argument("--model", type=Path, help="override model.path")
     p.add_argument("--source", help="override the first camera's source")
     p.add_argument("--endpoint", action="append", help="override publish.endpoints (repeatable)")

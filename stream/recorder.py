@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from stream.argtypes import seconds
 from stream.errors import UserError
 
 log = logging.getLogger("sparsecam.recorder")
@@ -236,24 +238,28 @@ def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="sparsecam record", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="the daemon's YAML (cameras and recording sections)")
     p.add_argument("--dir", type=Path, help="override recording.dir")
-    p.add_argument("--every", type=float, help="override recording.every (seconds)")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--every", type=seconds, help="override recording.every (seconds, > 0)")
+    p.add_argument("--duration", type=seconds, help="stop after this many seconds (> 0; default: until stopped)")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     rec_cfg = cfg.recording
     root = args.dir or rec_cfg.dir
     policy = rec_cfg.policy()
-    if args.every:
+    if args.every is not None:
         policy = RecordPolicy(**{**policy.__dict__, "every": args.every})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cams = {c.id: CameraThread(c.id, make_source(c.source, size=c.size, fps=c.fps, loop=c.loop), size=c.size, pace=c.pace) for c in cfg.cameras}
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the recording folder {root}: {exc.strerror or exc}; pass another --dir") from None
     recs = {cid: CameraRecorder(root, cid, policy) for cid in cams}
     for cam in cams.values():
         cam.start()
     print(f"sparsecam record: {', '.join(cams)} -> {root} (every {policy.every:g} s; Ctrl-C to stop)", flush=True)
-    deadline = time.monotonic() + args.duration if args.duration else None
+    deadline = time.monotonic() + args.duration if args.duration is not None else None
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             got = False
@@ -273,4 +279,7 @@ def cli(argv: list[str]) -> int:
             rec.close()
     for cid, rec in recs.items():
         print(f"{cid}: {rec.written} frames written ({rec.bytes_on_disk / 1e6:.1f} MB on disk), {rec.errors} errors, {rec.deleted} deleted by quota")
-    return 0
+    failed = sum(rec.errors for rec in recs.values())
+    if failed:
+        print(f"sparsecam record: {failed} frame(s) could not be written to {root}; see the log above", file=sys.stderr)
+    return 1 if failed else 0

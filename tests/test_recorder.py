@@ -131,3 +131,21 @@ def test_record_cli(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(list((tmp_path / "r" / "cam0").glob("*.jpg"))) >= 5
     assert "frames written" in res.stdout
+
+
+def test_record_cli_exits_1_when_frames_could_not_be_written(tmp_path):
+    """Writing is this command's only job: 'N errors' with exit 0 hid a recording that never happened."""
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "cam0").write_text("a file where the camera's folder goes")
+    res = subprocess.run([sys.executable, "-m", "stream.cli", "record", "--dir", str(root), "--every", "0.2", "--duration", "1.5"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "could not be written" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command", ["serve --duration 0", "serve --duration nan", "serve --duration -1", "record --duration 0",
+                                     "record --every 0", "record --every nan", "subscribe --timeout nan", "subscribe --max-age -1"])
+def test_durations_and_periods_out_of_range_are_usage_errors(command):
+    """--duration 0 and nan ran forever, -1 stopped at once with exit 0, record --every 0 became 10 s."""
+    res = subprocess.run([sys.executable, "-m", "stream.cli", *command.split()], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "must be a number of seconds" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
