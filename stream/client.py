@@ -232,7 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", action="append", metavar="E", help=f"ZeroMQ endpoint to connect to, repeatable (default {DEFAULT_ENDPOINT})")
     p.add_argument("--camera", action="append", metavar="ID", help="only this camera, repeatable (default: all)")
     p.add_argument("--count", type=int, metavar="N", help="exit 0 after N masks")
-    p.add_argument("--save", type=Path, metavar="DIR", help="save masks as DIR/<camera>/<seq:08d>.png instead of printing")
+    p.add_argument("--save", type=Path, metavar="DIR", help="save masks as DIR/<camera>/<capture time UTC>_<seq:08d>.png instead of printing (never overwrites)")
     p.add_argument("--timeout", type=seconds, metavar="S", help="exit 1 when no mask arrives for S seconds (default 10 with --count, else wait forever)")
     p.add_argument("--max-age", type=bounded(0.0, what="a number of seconds >= 0"), default=1.0, metavar="S", help="drop masks captured more than S seconds ago (default 1; 0 keeps all)")
     p.add_argument("--status", action="store_true", help="also print camera online/offline status messages")
@@ -241,11 +241,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def saved_name(msg: MaskMessage) -> str:
+    """``<capture time, UTC, µs>_<seq:08d>.png``: chronological, and unique across daemon restarts
+    (the sequence number starts again at 0 with each daemon run, so it alone overwrote earlier masks)."""
+    whole = int(msg.t_capture)
+    micros = int(round((msg.t_capture - whole) * 1e6))
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(whole))}.{micros:06d}Z_{msg.seq:08d}.png"
+
+
 def _save(msg: MaskMessage, root: Path) -> Path:
     import cv2
 
     folder = root / msg.camera
-    path = folder / f"{msg.seq:08d}.png"
+    path = folder / saved_name(msg)
+    n = 1
+    while path.exists():  # never overwrite an earlier save
+        path, n = folder / f"{saved_name(msg)[:-len('.png')]}-{n}.png", n + 1
     try:
         folder.mkdir(parents=True, exist_ok=True)
         ok = cv2.imwrite(str(path), msg.mask)

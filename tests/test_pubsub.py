@@ -294,8 +294,23 @@ def test_cli_prints_count_masks_and_exits_0(tmp_path: Path) -> None:
     assert saved.returncode == 0, saved.stderr
     pngs = sorted((tmp_path / "out" / "cam10").glob("*.png"))
     assert len(pngs) == 3
-    seq = int(pngs[0].stem)
+    seq = int(pngs[0].stem.split("_")[-1])
     np.testing.assert_array_equal(cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED), _mask(seq))
+
+
+def test_saved_masks_are_never_overwritten_by_a_restarted_daemon(tmp_path: Path) -> None:
+    """A daemon numbers its masks from 0 at each start: the same seq on a later run gets its own file."""
+    from stream.client import _save
+    from stream.protocol import MaskMessage
+
+    def msg(t: float, value: int) -> MaskMessage:
+        return MaskMessage("cam0", 31, t, t, t, 64, 48, "png", "m1", 0.1, np.full((48, 64), value, np.uint8))
+
+    first = _save(msg(1_764_400_000.25, 0), tmp_path)
+    second = _save(msg(1_764_400_900.5, 255), tmp_path)  # the next daemon run, same seq
+    again = _save(msg(1_764_400_900.5, 255), tmp_path)  # even the same capture time
+    assert first.name == "20251129T070640.250000Z_00000031.png" and len({first, second, again}) == 3
+    assert cv2.imread(str(first), cv2.IMREAD_UNCHANGED).max() == 0 and cv2.imread(str(second), cv2.IMREAD_UNCHANGED).min() == 255
 
 
 def test_cli_bad_endpoint_exits_2_and_silence_exits_1() -> None:
