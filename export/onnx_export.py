@@ -44,6 +44,7 @@ from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, MODEL_FORMAT, SCORE_MODEL_
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.metrics import Confusion, confusion, scores
 from training.model import UNet
+from training.rollback import read_model_version
 from training.wrapper import FramesToMask
 
 log = logging.getLogger("sparsecam.export")
@@ -350,6 +351,9 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
         raise UserError(f"--out {out} is a folder; give a file name such as {out / 'model.onnx'}")
     if out.exists() and checkpoint.exists() and out.resolve() == checkpoint.resolve():
         raise UserError(f"--out {out} is the checkpoint itself; choose another file name")
+    if out.exists() and read_model_version(out) is None:
+        raise UserError(f"--out {out} exists and is not a sparsecam model; choose another file name "
+                        "(an earlier sparsecam export there would be replaced)")
     state, net = load_finished(checkpoint)
     threshold = float(state["threshold"])
     cfg = net.cfg

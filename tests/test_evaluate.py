@@ -80,8 +80,11 @@ def test_cli_writes_json_and_prints_f(synth, tmp_path):
         (["--method", "wavelets"], "wavelets"),
         (["--method", "missing_model.onnx"], "missing_model.onnx"),
         (["--method", "knn", "--threshold", "0.5"], "threshold"),
+        (["--method", "mog2", "--threshold", "nan"], "a score threshold in (0, 1]"),
+        (["--method", "mog2", "--json", __file__], "is not a JSON result"),
     ],
-    ids=["missing-set", "set-is-a-file", "unknown-method", "missing-model", "threshold-on-classic"],
+    ids=["missing-set", "set-is-a-file", "unknown-method", "missing-model", "threshold-on-classic", "threshold-nan",
+         "json-over-another-file"],
 )
 def test_cli_user_errors_exit_2(synth, args, words):
     if "--set" not in args:
@@ -89,7 +92,21 @@ def test_cli_user_errors_exit_2(synth, args, words):
     proc = run_cli(*args)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
+    if lines[0].startswith("usage:"):  # argparse's own usage errors: the usage (may wrap), then one error line
+        lines = lines[-1:]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_ground_truth_of_another_size_is_one_line(synth, tmp_path):
+    import shutil
+
+    bad = tmp_path / "set"
+    shutil.copytree(synth, bad)
+    gt = sorted((bad / "groundtruth").glob("*.png"))[-1]
+    cv2.imwrite(str(gt), np.zeros((10, 20), np.uint8))
+    proc = run_cli("--set", str(bad), "--method", "mog2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert gt.name in proc.stderr and "20x10 but the set's frames are 160x120" in proc.stderr
 
 
 def test_baselines_warm_up_over_all_frames(synth):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,20 @@ def test_cli_unfinished_checkpoint(run_dir: Path, tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "did not finish" in lines[0]
     assert not out.exists()
+
+
+def test_cli_replaces_an_earlier_export_but_never_another_file(fp32: tuple[Path, dict], run_dir: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("not a model: keep me")
+    proc = _run_cli(str(run_dir / "model.pt"), "--out", str(notes), "--no-check")
+    assert proc.returncode == 2 and "is not a sparsecam model" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert notes.read_text() == "not a model: keep me"
+    again = tmp_path / "model.onnx"
+    shutil.copy(fp32[0], again)
+    before = again.stat().st_mtime_ns
+    proc = _run_cli(str(run_dir / "model.pt"), "--out", str(again), "--no-check")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert again.stat().st_mtime_ns != before  # re-exported in place (atomically)
 
 
 def _synthetic_frames(n: int = 6, w: int = 200, h: int = 150) -> np.ndarray:

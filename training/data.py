@@ -357,6 +357,10 @@ class LabeledSet:
             gt = gt[..., 0]
         if gt.dtype != np.uint8:
             gt = (gt >> 8).astype(np.uint8) if gt.dtype == np.uint16 else gt.astype(np.uint8)
+        w, h = self.frame_size
+        if gt.shape != (h, w):
+            raise UserError(f"ground truth {self.gt_paths[i]} is {gt.shape[1]}x{gt.shape[0]} but the set's frames are {w}x{h}; "
+                            "fix or remove it")
         return gt
 
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from stream.argtypes import bounded
 from stream.errors import UserError
 from training.baselines import CLASSIC_METHODS, run_classic_timed
 from training.metrics import Confusion, ThresholdSweep, confusion, scores
@@ -189,6 +190,17 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_json_target(path: Path) -> None:
+    """--json may replace an earlier result, never another kind of file."""
+    if path.is_dir():
+        raise UserError(f"--json {path} is a folder; give a file name such as {path / 'eval.json'}")
+    if path.exists():
+        try:
+            json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise UserError(f"--json {path} exists and is not a JSON result; choose another file name") from None
+
+
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="sparsecam eval", description=__doc__.splitlines()[0])
     p.add_argument("--set", required=True, type=Path, metavar="DIR", help="CDnet-style folder (input/, groundtruth/)")
@@ -197,8 +209,11 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the result as JSON")
     p.add_argument("--overlays", type=Path, metavar="DIR",
                    help=f"write frame | overlay PNGs (TP green, FP red, FN blue), at most {MAX_OVERLAYS}")
-    p.add_argument("--threshold", type=float, metavar="T", help="override a model's mask threshold")
+    p.add_argument("--threshold", type=bounded(0.0, 1.0, low_open=True, what="a score threshold in (0, 1]"), metavar="T",
+                   help="override a model's mask threshold")
     args = p.parse_args(argv)
+    if args.json is not None:
+        _check_json_target(args.json)  # before minutes of evaluation
     result = evaluate(args.set, args.method, overlays=args.overlays, threshold=args.threshold)
     print(format_table(result))
     if args.json is not None:
