@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +36,22 @@ def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
     return public, secret_key
 
 
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 def keygen(directory: Path, name: str) -> tuple[Path, Path]:
     """Create DIR/NAME.key (public, to share) and DIR/NAME.key_secret (keep private, mode 600)."""
     if not zmq.has("curve"):
         raise UserError("this libzmq was built without CurveZMQ support")
+    if not KEY_NAME.match(name):
+        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (a file name stem, no folders)")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{directory} is a file; pass a folder for the key files") from None
+    except OSError as exc:
+        raise UserError(f"cannot create the key folder {directory}: {exc.strerror}; pass another folder") from None
     public, secret = Path(directory / f"{name}.key"), Path(directory / f"{name}.key_secret")
     if public.exists() or secret.exists():
         raise UserError(f"{public} or {secret} already exists; pick another name or folder (keys are never overwritten)")

@@ -68,6 +68,24 @@ def test_keygen_never_overwrites_and_secret_is_private(tmp_path):
         keygen(tmp_path, "cam-host")
 
 
+@pytest.mark.parametrize("name, words", [("a/b", "no folders"), ("../evil", "no folders"), ("", "file name stem"),
+                                         (".hidden", "file name stem")])
+def test_keygen_name_is_a_file_stem(tmp_path, name, words):
+    with pytest.raises(UserError, match=words):
+        keygen(tmp_path / "keys", name)
+    assert not any(tmp_path.rglob("*.key*"))
+
+
+def test_keygen_folder_that_is_a_file_or_cannot_be_made(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep")
+    with pytest.raises(UserError, match="is a file"):
+        keygen(afile, "server")
+    with pytest.raises(UserError, match="cannot create the key folder"):
+        keygen(Path("/proc/sparsecam-keys"), "server")
+    assert afile.read_text() == "keep"
+
+
 def test_curve_misconfiguration_is_a_user_error(keys, tmp_path):
     with pytest.raises(UserError, match="no \\*.key"):
         MaskPublisher(["tcp://127.0.0.1:*"], curve_secret_key=keys["server_sec"], curve_allowed_dir=tmp_path / "empty")
