@@ -57,8 +57,12 @@ def _preload_gpu_libraries(asked: list[str]) -> None:
 def load_session(path: Path, providers: list[str] | None = None, intra_op_threads: int = 0, require_gpu: bool = False) -> tuple[ort.InferenceSession, ModelInfo, ProviderChoice]:
     """Open and validate a sparsecam model; every failure is a UserError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"model {path} is a folder; pass the .onnx file in it")
     if not path.is_file():
         raise UserError(f"model {path} does not exist (export one with `sparsecam export`, or omit it to use the bundled model)")
+    if path.suffix in (".pt", ".pth"):
+        raise UserError(f"model {path} is a training checkpoint; the daemon runs ONNX: sparsecam export {path} --out model.onnx")
     asked, reason = choose_providers(providers)
     _preload_gpu_libraries(asked)
     opts = ort.SessionOptions()

@@ -203,3 +203,17 @@ def test_a_source_that_cannot_open_is_one_error_exit_2(tmp_path, case):
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert res.stderr.strip().splitlines()[-1].startswith(f"sparsecam serve: error: ") and source.name in res.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("case", ["folder", "checkpoint"])
+def test_a_model_that_is_a_folder_or_a_checkpoint_says_so(tmp_path, case):
+    """Were 'does not exist' for a folder and onnxruntime's 'Protobuf parsing failed' for a .pt."""
+    model = tmp_path / "run"
+    model.mkdir()
+    if case == "checkpoint":
+        model = model / "model.pt"
+        model.write_bytes(b"PK\x03\x04 a torch zip")
+    res = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--quiet", "--duration", "1", "--model", str(model)],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert ("is a folder" if case == "folder" else "sparsecam export") in res.stderr.splitlines()[-1]

@@ -32,6 +32,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint; a missing, corrupt or foreign file is a UserError."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder; pass the file in it (a run's model.pt)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:

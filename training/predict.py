@@ -60,7 +60,7 @@ class OnnxPredictor:
 def load_predictor(path: str | Path) -> Predictor:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"model {path} does not exist")
+        raise UserError(f"model {path} is a folder; pass the .onnx or .pt file in it" if path.is_dir() else f"model {path} does not exist")
     if path.suffix == ".onnx":
         return OnnxPredictor(path)
     return TorchPredictor(path)
