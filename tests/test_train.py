@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -101,13 +103,19 @@ def test_refuses_to_overwrite_another_run(tmp_path):
     assert (out / "model.pt").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "junk"])
+@pytest.mark.parametrize("case", ["missing", "empty", "junk", "run-folder"])
 def test_bad_footage_is_one_line_exit_2(tmp_path, case):
     if case == "missing":
         target = tmp_path / "nope.avi"
     elif case == "empty":
         target = tmp_path / "empty"
         target.mkdir()
+    elif case == "run-folder":  # trained on its loss.png and montage.png before
+        target = tmp_path / "old_run"
+        target.mkdir()
+        (target / "run.json").write_text("{}")
+        for plot in ("loss.png", "montage.png"):
+            cv2.imwrite(str(target / plot), np.zeros((120, 160, 3), np.uint8))
     else:
         target = tmp_path / "junk.avi"
         target.write_bytes(b"not a video" * 100)

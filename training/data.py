@@ -258,6 +258,9 @@ def load_footage(
             label = str(p)
             if not p.exists():
                 raise UserError(f"{p}: no such file or folder; check the path")
+            if p.is_dir() and (p / "run.json").is_file():
+                raise UserError(f"{p} is a sparsecam training run (run.json, model.pt, plots), not footage; "
+                                "pass the videos or image folders to train on")
             if p.is_dir():
                 if (p / MANIFEST).is_file():
                     items, stamped = _manifest_items(p, gray, src_stamps), True
