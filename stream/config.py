@@ -216,6 +216,11 @@ def cli(argv: list[str]) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.file, use_env=not args.no_env)
     from stream.capture import redact
+    from stream.preflight import problems
+
+    found = problems(cfg)
+    if found:
+        raise UserError(f"{args.file}: valid, but `sparsecam serve` would refuse it:\n" + "\n".join(f"  {p}" for p in found))
 
     cams = ", ".join(f"{c.id} ({redact(c.source)})" for c in cfg.cameras)
     print(f"{args.file}: ok — cameras: {cams}; publish: {', '.join(cfg.publish.endpoints)}; metrics: "

@@ -24,6 +24,9 @@ class WatchRegion:
     """A camera's region image, resized (nearest) to the size of its masks on first use of each size."""
 
     def __init__(self, path: Path, camera: str) -> None:
+        if not Path(path).is_file():  # checked first: OpenCV would also print its own warning
+            raise UserError(f"camera {camera}: roi {path} does not exist; give a PNG the camera's size, "
+                            "white where it watches, black where it ignores")
         img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if img is None:
             raise UserError(f"camera {camera}: roi {path} is not a readable image; give a PNG the camera's size, "

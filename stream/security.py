@@ -23,7 +23,8 @@ from stream.errors import UserError
 log = logging.getLogger("sparsecam.security")
 
 
-def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
+def load_key(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) of a CurveZMQ key file; a missing or foreign file is a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"CurveZMQ key file {path} does not exist (create keys with `sparsecam keygen DIR`)")
@@ -69,7 +70,7 @@ class CurveServer:
     allowed_clients_dir: Path
 
     def __post_init__(self) -> None:
-        self.public, self.secret = _load(self.secret_key_file, secret=True)
+        self.public, self.secret = load_key(self.secret_key_file, secret=True)
         allowed = Path(self.allowed_clients_dir)
         if not allowed.is_dir() or not any(allowed.glob("*.key")):
             raise UserError(f"allowed-clients folder {allowed} has no *.key public keys; copy each subscriber's NAME.key there")
@@ -88,8 +89,8 @@ class CurveServer:
 
 def apply_client(sock: zmq.Socket, client_secret_file: Path, server_public_file: Path) -> None:
     """Make a SUB socket a CurveZMQ client (before connect)."""
-    pub, sec = _load(client_secret_file, secret=True)
-    server_pub, _ = _load(server_public_file, secret=False)
+    pub, sec = load_key(client_secret_file, secret=True)
+    server_pub, _ = load_key(server_public_file, secret=False)
     sock.curve_secretkey = sec
     sock.curve_publickey = pub
     sock.curve_serverkey = server_pub

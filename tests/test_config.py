@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stream.config import load_config
 from stream.errors import UserError
@@ -86,3 +87,25 @@ def test_readme_example_config_validates():
     cfg = DaemonConfig.model_validate(yaml.safe_load("cameras:" + block))
     assert [c.id for c in cfg.cameras] == ["door", "lobby", "replay"]
     assert cfg.cameras[1].source == "0"  # a camera index
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"publish": {"endpoints": ["tcp://nohost:x"]}}, "is not one ZeroMQ can bind"),
+    ({"metrics": {"bind": "nonsense"}}, "must look like 127.0.0.1:9108"),
+    ({"cameras": [{"id": "a", "source": "nosuch://x"}]}, "unsupported URL scheme"),
+    ({"cameras": [{"id": "a", "source": "/nonexistent/video.mp4"}]}, "not found"),
+    ({"cameras": [{"id": "a", "source": "synthetic:frames=abc"}]}, "is not a number"),
+    ({"cameras": [{"id": "a", "model": "/nonexistent.onnx"}]}, "camera a: model /nonexistent.onnx does not exist"),
+    ({"cameras": [{"id": "a", "roi": "/nonexistent.png"}]}, "camera a: roi /nonexistent.png does not exist"),
+    ({"security": {"curve": True, "server_secret_key": "/nonexistent", "allowed_clients_dir": "/nonexistent"}},
+     "CurveZMQ key file /nonexistent does not exist"),
+])
+def test_check_config_reports_what_serve_would_refuse(tmp_path, config, words):
+    """The schema accepted these, so check-config said 'ok' and serve then refused them."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    res = cli("check-config", str(path))
+    assert res.returncode == 2 and "would refuse it" in res.stderr and words in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "WARN" not in res.stderr
+    served = cli("serve", "--duration", "1", "--config", str(path))
+    assert served.returncode == 2 and "Traceback" not in served.stderr, served.stderr[-2000:]  # serve agrees

@@ -1,0 +1,72 @@
+"""What `sparsecam check-config` checks beyond the schema: what `serve` would refuse at start.
+
+The schema (stream/config.py) knows types and ranges; this knows the world: sources that are not
+there, an unknown URL scheme, a model or region image that is missing, key files, endpoint and
+bind address syntax. Nothing is opened, bound or started (a running daemon may hold the ports),
+so a camera that is merely unplugged now is not reported.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
+
+from stream.config import DaemonConfig
+from stream.errors import UserError
+
+# what ZeroMQ can bind for a PUB socket: tcp://host:port (or *), ipc://path, inproc://name
+BIND_ENDPOINT = re.compile(r"^(tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|\d{1,5})|ipc://.+|inproc://.+)$")
+
+
+def problems(cfg: DaemonConfig) -> list[str]:
+    """One sentence per thing `serve` would refuse; empty when it would start."""
+    found: list[str] = []
+
+    def attempt(check: Callable[[], object]) -> None:
+        try:
+            check()
+        except UserError as exc:
+            found.append(str(exc))
+
+    from stream.capture import make_source
+    from stream.roi import WatchRegion
+
+    for cam in cfg.cameras:
+        attempt(lambda cam=cam: make_source(cam.source, size=cam.size, fps=cam.fps, loop=cam.loop))
+        path, may_bootstrap = cfg.camera_model(cam)
+        attempt(lambda cam=cam, path=path, may_bootstrap=may_bootstrap: _model_file(cam.id, path, may_bootstrap))
+        if cam.roi is not None:
+            attempt(lambda cam=cam: WatchRegion(cam.roi, cam.id))
+    if cfg.model.dir is not None and cfg.model.dir.exists() and not cfg.model.dir.is_dir():
+        found.append(f"model.dir {cfg.model.dir} is a file; give the folder of per-camera models")
+    for ep in cfg.publish.endpoints:
+        match = BIND_ENDPOINT.match(ep)
+        port = match and match.group(3)
+        if not match or (port and port != "*" and int(port) > 65535):
+            found.append(f"publish endpoint {ep!r} is not one ZeroMQ can bind: use tcp://HOST:PORT (or tcp://*:5556), "
+                         "ipc://PATH or inproc://NAME")
+    if cfg.metrics.enabled:
+        from stream.httpserver import parse_bind
+
+        attempt(lambda: parse_bind(cfg.metrics.bind))
+    if cfg.security.curve:
+        from stream.security import load_key
+
+        attempt(lambda: load_key(Path(cfg.security.server_secret_key or ""), secret=True))
+        allowed = Path(cfg.security.allowed_clients_dir or "")
+        if not allowed.is_dir() or not any(allowed.glob("*.key")):
+            found.append(f"security.allowed_clients_dir {allowed} has no *.key public keys; copy each subscriber's NAME.key there")
+    return found
+
+
+def _model_file(camera: str, path: Path, may_bootstrap: bool) -> None:
+    if path.is_file():
+        if path.suffix in (".pt", ".pth"):
+            raise UserError(f"camera {camera}: model {path} is a training checkpoint; the daemon runs ONNX: "
+                            f"sparsecam export {path} --out model.onnx")
+        return
+    if may_bootstrap and not path.exists():
+        return  # the camera starts on MOG2 masks until `sparsecam retrain` writes its model
+    what = "is a folder" if path.is_dir() else "does not exist"
+    raise UserError(f"camera {camera}: model {path} {what}; export one with `sparsecam export` or set model.path")
