@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stream.argtypes import bounded
 from stream.errors import UserError
 
 _NOISE_BANK = 4  # pre-drawn Gaussian fields; each frame sums two random windows of them
@@ -452,7 +453,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     p.add_argument("--jitter", type=int, default=0, help="max camera shake in pixels (default 0)")
     p.add_argument("--objects", type=int, default=6, help="number of moving objects (default 6)")
-    p.add_argument("--noise", type=float, default=3.0, help="sensor noise std in grey levels (default 3)")
+    p.add_argument("--noise", type=bounded(0.0, 255.0, what="a noise level in grey levels, 0 to 255"), default=3.0, help="sensor noise std in grey levels (default 3)")
     p.add_argument("--start", type=int, default=0, help="first frame index of the scene (default 0)")
     args = p.parse_args(argv)
     w, h = parse_size(args.size)

@@ -209,3 +209,17 @@ def test_a_bad_train_option_is_refused_and_never_saved(tmp_path: Path) -> None:
     (models / "cam0" / "work" / "report.json").unlink(missing_ok=True)  # looks unfinished: would be resumed
     r = run("retrain", *base, *TINY)
     assert r.returncode in (0, 1) and "Traceback" not in r.stderr and "starting a new run" in r.stderr, r.stderr[-2000:]
+
+
+def test_unknown_camera_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A camera with no recordings, or one the daemon's config does not list, is refused before its folder
+    and lock exist (a stray <models>/<camera>/.lock was left before)."""
+    rec, models = record(tmp_path / "rec", 5), tmp_path / "models"
+    r = run("retrain", "--camera", "nosuch", "--models", str(models), "--recordings", str(rec))
+    assert r.returncode == 2 and "no recordings in" in r.stderr and not models.exists(), r.stderr[-2000:]
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text("cameras:\n  - id: door\n    source: synthetic\n")
+    r = run("retrain", "--camera", "cam0", "--config", str(cfg), "--models", str(models), "--recordings", str(rec))
+    assert r.returncode == 2 and "'cam0' is not in" in r.stderr and "door" in r.stderr and not models.exists(), r.stderr[-2000:]
+    r = run("retrain", "--camera", "cam0", "--models", str(models), "--recordings", str(rec), "--min-object-f", "2")
+    assert r.returncode == 2 and "a fraction in [0, 1]" in r.stderr and not models.exists()

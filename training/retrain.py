@@ -43,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from stream.argtypes import fraction
 from stream.errors import UserError
 from stream.recorder import MANIFEST, read_manifest
 from training.rollback import (CURRENT, DEFAULT_KEEP, camera_dir, camera_lock, history_entries,
@@ -331,6 +332,8 @@ def retrain(opts: RetrainOptions) -> tuple[int, dict[str, Any]]:
         import torch
 
         torch.set_num_threads(opts.threads)
+    if not (cam_dir / "work" / "snapshot.json").is_file():
+        recorded_frames(rec_dir)  # no recordings at all: say so before the camera's folder and lock are created
     with camera_lock(cam_dir):
         work = cam_dir / "work"
         found = _resumable(work)
@@ -372,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for training and validation (default: all cores)")
     p.add_argument("--train-option", type=_train_option, action="append", default=[], metavar="FIELD=VALUE",
                    help="override a training setting (a TrainConfig field, e.g. width=8); repeatable")
-    p.add_argument("--rpca-tolerance", type=float, default=0.02, help="allowed drop of the RPCA agreement F vs the current model")
-    p.add_argument("--min-object-f", type=float, default=0.5, help="required F on pasted synthetic objects")
+    p.add_argument("--rpca-tolerance", type=fraction, default=0.02, help="allowed drop of the RPCA agreement F vs the current model")
+    p.add_argument("--min-object-f", type=fraction, default=0.5, help="required F on pasted synthetic objects")
     return p
 
 
@@ -382,10 +385,13 @@ def cli(argv: list[str]) -> int:
 
     a = build_parser().parse_args(argv)
     models, recordings = a.models, a.recordings
-    if a.config is not None and (models is None or recordings is None):
+    if a.config is not None:
         from stream.config import load_config
 
         cfg = load_config(a.config)
+        known = [c.id for c in cfg.cameras]
+        if a.camera not in known:
+            raise UserError(f"camera {a.camera!r} is not in {a.config} (cameras: {', '.join(known)}); check --camera")
         models = models or cfg.model.dir
         recordings = recordings or cfg.recording.dir
     opts = RetrainOptions(

@@ -180,7 +180,7 @@ class Trainer:
         width, height = model_size(probe, cfg)
         self.stride = spread_stride(cfg.footage, cfg.max_frames, cfg.stride, cfg.frame_range)  # over all of the footage
         if self.stride != cfg.stride:
-            log.info("the footage holds more than --max-frames %d frames: reading every %d-th frame so they span all of it", cfg.max_frames, self.stride)
+            log.info("the footage holds more than --max-frames %d frames: reading one frame in %d so they span all of it", cfg.max_frames, self.stride)
         footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames,
                                stride=self.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
         if self.dist.main:  # claimed only once the footage loaded: a bad path leaves --out free for the corrected command
@@ -482,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=parse_range, dest="frame_range", help="use only frames A-B (1-based, inclusive)")
     p.add_argument("--max-frames", type=int, default=d.max_frames,
                    help=f"at most this many training frames (default {d.max_frames}), spread over all of the footage: "
-                        "longer footage is read every k-th frame")
-    p.add_argument("--stride", type=int, default=d.stride, help="use every k-th frame (widened further when --max-frames needs it)")
+                        "longer footage is read one frame in k")
+    p.add_argument("--stride", type=int, default=d.stride, help="use one frame in k (widened further when --max-frames needs it)")
     p.add_argument("--steps", type=int, default=d.steps, help="Adam steps")
     p.add_argument("--prox-steps", type=int, default=d.prox_steps, help="extra plain-SGD steps (proximal phase)")
     p.add_argument("--lr", type=float, default=d.lr)
