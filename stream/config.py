@@ -67,6 +67,12 @@ class ModelSection(_Strict):
     def resolved_path(self) -> Path:
         return self.path if self.path is not None else BUNDLED_MODEL
 
+    def dir_problem(self) -> str | None:
+        """Why ``dir`` cannot hold per-camera models (it is a file), else None; a missing one is created by retrain."""
+        if self.dir is not None and self.dir.exists() and not self.dir.is_dir():
+            return f"model.dir {self.dir} is a file; give the folder of per-camera models"
+        return None
+
 
 class RetrainSection(_Strict):
     """The daemon starting a camera's first training itself (bootstrap), at low priority."""

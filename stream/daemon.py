@@ -27,6 +27,7 @@ import numpy as np
 from stream.argtypes import seconds
 from stream.capture import CameraThread, Frame, make_source, redact, stop_all
 from stream.config import DaemonConfig, load_config
+from stream.errors import UserError
 from stream.engine import Engine
 from stream.httpserver import Health, HttpServer, PreviewStore
 from stream.metrics import DaemonMetrics
@@ -68,6 +69,8 @@ class Daemon:
         self.model_paths: dict[str, Path] = {}
         self.bootstrapping: set[str] = set()
         shared: dict[Path, EngineLike] = {}
+        if cfg.model.dir_problem():  # bootstrapping cameras would wait for a model forever
+            raise UserError(cfg.model.dir_problem())
         for cam in cfg.cameras:
             path, may_bootstrap = cfg.camera_model(cam)
             self.model_paths[cam.id] = path

@@ -38,8 +38,8 @@ def problems(cfg: DaemonConfig) -> list[str]:
         attempt(lambda cam=cam, path=path, may_bootstrap=may_bootstrap: _model_file(cam.id, path, may_bootstrap))
         if cam.roi is not None:
             attempt(lambda cam=cam: WatchRegion(cam.roi, cam.id))
-    if cfg.model.dir is not None and cfg.model.dir.exists() and not cfg.model.dir.is_dir():
-        found.append(f"model.dir {cfg.model.dir} is a file; give the folder of per-camera models")
+    if cfg.model.dir_problem():
+        found.append(cfg.model.dir_problem())
     for ep in cfg.publish.endpoints:
         match = BIND_ENDPOINT.match(ep)
         port = match and match.group(3)

@@ -109,3 +109,14 @@ def test_check_config_reports_what_serve_would_refuse(tmp_path, config, words):
     assert "Traceback" not in res.stderr and "WARN" not in res.stderr
     served = cli("serve", "--duration", "1", "--config", str(path))
     assert served.returncode == 2 and "Traceback" not in served.stderr, served.stderr[-2000:]  # serve agrees
+
+
+def test_model_dir_that_is_a_file_is_refused_by_check_config_and_serve(tmp_path):
+    """serve used to start and wait forever on MOG2 masks for a model that could never appear."""
+    afile = tmp_path / "models"
+    afile.write_text("not a folder")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"dir": str(afile)}}))
+    for command in ("check-config", "serve --duration 5 --config"):
+        res = cli(*command.split(), str(path))
+        assert res.returncode == 2 and f"model.dir {afile} is a file" in res.stderr, res.stderr[-2000:]
