@@ -184,10 +184,11 @@ def test_parity_failure_writes_nothing(fp32: tuple[Path, dict], run_dir: Path, t
     bias.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), bias.name))
     monkeypatch.setattr(onnx_export, "trace_onnx", lambda *a, **k: good)
     out = tmp_path / "model.onnx"
-    out.write_bytes(b"previous model")
+    shutil.copy(fp32[0], out)  # the model being served: must stay as it was
+    previous = out.read_bytes()
     with pytest.raises(UserError, match=r"parity.*score max diff .*nothing written"):
         export_model(run_dir / "model.pt", out)
-    assert out.read_bytes() == b"previous model"
+    assert out.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp file left
 
 
