@@ -47,6 +47,11 @@ def test_evaluate_mog2_on_synthetic(synth, tmp_path):
     img = cv2.imread(str(pngs[-1]))
     assert img.shape == (120, 320, 3)
     assert np.array_equal(img[:, :160], open_labeled_set(synth).read_frame(int(pngs[-1].stem)))
+    again = ev.evaluate(synth, "mog2", overlays=tmp_path / "ov")  # earlier overlays are replaced
+    assert again["metrics"] == res["metrics"]
+    (tmp_path / "ov" / "holiday.jpg").write_bytes(b"someone else's file")
+    with pytest.raises(UserError, match="holds other files \\(holiday.jpg\\)"):
+        ev.evaluate(synth, "mog2", overlays=tmp_path / "ov")
 
 
 def test_overlay_colours():

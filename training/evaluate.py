@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -66,11 +67,18 @@ def overlay_image(frame: np.ndarray, pred: np.ndarray, gt: np.ndarray, roi: np.n
     return np.concatenate([frame, over], axis=1)
 
 
+OVERLAY_NAME = re.compile(r"^\d{6}\.png$")  # what _Overlays writes: NNNNNN.png, the frame number
+
+
 class _Overlays:
     def __init__(self, out: Path | None, indices: list[int]) -> None:
         self.out = out
         self.wanted = _overlay_indices(indices) if out is not None else set()
         if out is not None:
+            foreign = sorted(p.name for p in out.iterdir() if not OVERLAY_NAME.match(p.name)) if out.is_dir() else []
+            if foreign:
+                raise UserError(f"--overlays {out} holds other files ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                                "give an empty or new folder (earlier overlays there are replaced)")
             try:
                 out.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
