@@ -54,15 +54,23 @@ def _preload_gpu_libraries(asked: list[str]) -> None:
             log.warning("onnxruntime.preload_dlls() failed: %s", exc)
 
 
+def model_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a model to serve without opening it (a folder, missing, a torch checkpoint), else None."""
+    if path.is_dir():
+        return f"model {path} is a folder; pass the .onnx file in it"
+    if not path.is_file():
+        return f"model {path} does not exist (export one with `sparsecam export`, or omit it to use the bundled model)"
+    if path.suffix in (".pt", ".pth"):
+        return f"model {path} is a training checkpoint; the daemon runs ONNX: sparsecam export {path} --out model.onnx"
+    return None
+
+
 def load_session(path: Path, providers: list[str] | None = None, intra_op_threads: int = 0, require_gpu: bool = False) -> tuple[ort.InferenceSession, ModelInfo, ProviderChoice]:
     """Open and validate a sparsecam model; every failure is a UserError naming the file."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"model {path} is a folder; pass the .onnx file in it")
-    if not path.is_file():
-        raise UserError(f"model {path} does not exist (export one with `sparsecam export`, or omit it to use the bundled model)")
-    if path.suffix in (".pt", ".pth"):
-        raise UserError(f"model {path} is a training checkpoint; the daemon runs ONNX: sparsecam export {path} --out model.onnx")
+    problem = model_file_problem(path)
+    if problem:
+        raise UserError(problem)
     asked, reason = choose_providers(providers)
     _preload_gpu_libraries(asked)
     opts = ort.SessionOptions()

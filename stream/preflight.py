@@ -30,12 +30,15 @@ def problems(cfg: DaemonConfig) -> list[str]:
             found.append(str(exc))
 
     from stream.capture import make_source
+    from stream.engine import model_file_problem
     from stream.roi import WatchRegion
 
     for cam in cfg.cameras:
         attempt(lambda cam=cam: make_source(cam.source, size=cam.size, fps=cam.fps, loop=cam.loop))
         path, may_bootstrap = cfg.camera_model(cam)
-        attempt(lambda cam=cam, path=path, may_bootstrap=may_bootstrap: _model_file(cam.id, path, may_bootstrap))
+        problem = None if may_bootstrap and not path.exists() else model_file_problem(path)  # bootstrap: MOG2 until one exists
+        if problem:
+            found.append(f"camera {cam.id}: {problem}")
         if cam.roi is not None:
             attempt(lambda cam=cam: WatchRegion(cam.roi, cam.id))
     if cfg.model.dir_problem():
@@ -58,15 +61,3 @@ def problems(cfg: DaemonConfig) -> list[str]:
         if not allowed.is_dir() or not any(allowed.glob("*.key")):
             found.append(f"security.allowed_clients_dir {allowed} has no *.key public keys; copy each subscriber's NAME.key there")
     return found
-
-
-def _model_file(camera: str, path: Path, may_bootstrap: bool) -> None:
-    if path.is_file():
-        if path.suffix in (".pt", ".pth"):
-            raise UserError(f"camera {camera}: model {path} is a training checkpoint; the daemon runs ONNX: "
-                            f"sparsecam export {path} --out model.onnx")
-        return
-    if may_bootstrap and not path.exists():
-        return  # the camera starts on MOG2 masks until `sparsecam retrain` writes its model
-    what = "is a folder" if path.is_dir() else "does not exist"
-    raise UserError(f"camera {camera}: model {path} {what}; export one with `sparsecam export` or set model.path")
