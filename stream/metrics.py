@@ -34,7 +34,7 @@ _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "masks_published": ("counter", "Masks handed to ZeroMQ", ("camera",)),
     "frames_dropped": ("counter", "Frames or masks lost, by reason (overrun, read_error, publish)", ("camera", "reason")),
     "camera_reconnects": ("counter", "Times a live camera was reopened after failed reads", ("camera",)),
-    "model_reloads": ("counter", "Model reloads by result (ok, error)", ("result",)),
+    "model_reloads": ("counter", "Model reloads by result (success, failure)", ("result",)),
     "publish_bytes": ("counter", "Bytes of mask messages handed to ZeroMQ", ("camera",)),
     "end_to_end_latency_seconds": ("histogram", "Capture to publish latency of each mask", ("camera",)),
     "stage_duration_seconds": ("histogram", "Duration of each pipeline stage (capture, preprocess, inference, encode, publish)", ("stage",)),

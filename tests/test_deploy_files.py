@@ -265,6 +265,28 @@ def test_dockerfile_gpu_installs_gpu_extra_only():
     assert not re.search(r"\bonnxruntime\b(?!-gpu)|\btorch\b", joined), joined
 
 
+def test_dockerfile_train_has_cuda_torch_train_and_gpu_extras():
+    """The image deploy/k8s/retrain-cronjob.yaml runs: torch from PyTorch's CUDA index first, then
+    '.[train,gpu]' (never 'cpu' beside it), the code retrain needs, a non-root user."""
+    instrs = dockerfile_instructions(DOCKER / "Dockerfile.train")
+    args = dict(a.split("=", 1) for w, a in instrs if w == "ARG" and "=" in a)
+    cuda = re.fullmatch(r"nvidia/cuda:(\d+)\.\d+\.\d+-cudnn-runtime-ubuntu[\d.]+", args["CUDA_IMAGE"])
+    assert cuda and args["TORCH_INDEX"].endswith(f"/cu{cuda.group(1)}0"), (args["CUDA_IMAGE"], args["TORCH_INDEX"])
+    pips = _pip_installs(instrs)
+    assert re.search(r'"torch==\$\{TORCH_VERSION\}" --index-url "\$\{TORCH_INDEX\}"', pips[0]), pips
+    assert _extras(pips) == {"train", "gpu"}
+    copied = {src for w, a in instrs if w == "COPY" and not a.startswith("--from") for src in a.split()[:-1]}
+    assert {"stream", "training", "export", "pyproject.toml"} <= copied and all((REPO / c).exists() for c in copied)
+    assert [a for w, a in instrs if w == "USER"][-1].split(":")[0] not in ("root", "0")
+    assert json.loads([a for w, a in instrs if w == "ENTRYPOINT"][-1]) == ["sparsecam"]
+
+
+def test_every_image_the_manifests_use_has_a_dockerfile():
+    images = set(re.findall(r"image:\s*(sparsecam:[\w.-]+)", " ".join(p.read_text() for p in (REPO / "deploy").rglob("*.y*ml"))))
+    built = {f"sparsecam:{p.suffix[1:]}" for p in DOCKER.glob("Dockerfile.*")}
+    assert images and images <= built, (images, built)
+
+
 # ----------------------------------------------------------------------------- config
 def _dockerfile_env(name: str) -> dict[str, str]:
     env: dict[str, str] = {}
