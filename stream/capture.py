@@ -410,9 +410,10 @@ class SyntheticSource(Source):
             return None
         if self.fps:
             delay = self._t0 + n / self.fps - time.monotonic()
-            if delay > 1.0:  # far ahead: the clock jumped; re-anchor
+            slack = max(1.0, 2.0 / self.fps)  # two frame periods at least: fps below 1 waits over a second a frame
+            if delay > slack:  # far ahead: the clock jumped; re-anchor
                 self._t0, delay = time.monotonic() - n / self.fps, 0.0
-            elif delay < -1.0:  # far behind: skip ahead like a camera would, without bursting
+            elif delay < -slack:  # far behind: skip ahead like a camera would, without bursting
                 self._t0 = time.monotonic() - n / self.fps
             if delay > 0 and self.cancel.wait(delay):
                 return None

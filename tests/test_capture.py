@@ -75,6 +75,14 @@ def test_synthetic_source_matches_scene_and_paces() -> None:
         elapsed = time.perf_counter() - t0
     assert 0.22 <= elapsed < 0.6, elapsed  # 10 periods of 25 ms
 
+    slow = make_source("synthetic:seed=3", size=(W, H), fps=0.8)  # a period over a second is not a clock jump
+    with slow:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            slow.read()
+        elapsed = time.perf_counter() - t0
+    assert 2.3 <= elapsed < 3.5, elapsed  # 2 periods of 1.25 s (it ran unpaced: ~0 s)
+
 
 def test_video_file_read_in_order_and_looped(tmp_path: Path) -> None:
     path = _write_video(tmp_path / "clip.avi", 20, fps=12.0)
