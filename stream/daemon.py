@@ -85,8 +85,8 @@ class Daemon:
                     shared[path] = self.load_engine(path)
                 self.engines[cam.id] = shared[path]
         self.metrics = DaemonMetrics(cameras=ids)
-        first = self.engines[ids[0]]
-        self.metrics.set_model(first.model_version, first.provider)
+        for cam_id, eng in self.engines.items():
+            self.metrics.set_model(cam_id, eng.model_version, eng.provider)
         self.health = Health(stale_after=5.0)
         self.serving_since = time.time()  # reset when serving starts (run)
         self.health.set_model_loaded(True)
@@ -145,10 +145,10 @@ class Daemon:
 
     def swap_engine(self, path: Path, engine: Engine) -> None:
         """Called from a reload thread: the next frame of every camera using ``path`` uses it."""
-        self.metrics.set_model(engine.model_version, engine.provider)
         for cam_id, cam_path in self.model_paths.items():
             if cam_path != path:
                 continue
+            self.metrics.set_model(cam_id, engine.model_version, engine.provider)
             old, self.engines[cam_id] = self.engines[cam_id], engine
             if cam_id in self.bootstrapping:
                 self.bootstrapping.discard(cam_id)
@@ -233,7 +233,7 @@ class Daemon:
                     log.warning("camera %s is %s (%s)", cam_id, "up" if up else "DOWN", reason)
                 self.publisher.publish_status(cam_id, "online" if up else "offline", reason=reason, model_version=self.engines[cam_id].model_version)
             self.metrics.camera_state(cam_id, up, ended)
-        self.publisher.maybe_heartbeat([c for c, st in self.stats.items() if st.up], model_version=self.engine.model_version)
+        self.publisher.maybe_heartbeat({c: {"model_version": self.engines[c].model_version} for c, st in self.stats.items() if st.up})
         if self.cfg.retrain.auto_first and self.recorders:
             self._maybe_start_first_training()
         if self.cfg.retrain.nightly_at and self.cfg.model.dir is not None:

@@ -8,7 +8,7 @@ series exists, at zero, from the first scrape. The daemon feeds it with a few ca
 * ``observe_frame(...)`` once per published mask (latencies, bytes, foreground ratio);
 * ``sync_camera(camera_thread)`` once per loop iteration (captured/dropped/reconnect
   counters from the capture thread's cumulative counts, camera up, queue depth);
-* ``set_model(version, provider)`` and ``model_reloaded(ok)`` around (re)loads.
+* ``set_model(camera, version, provider)`` and ``model_reloaded(ok)`` around (re)loads.
 
 ``METRIC_NAMES`` lists the exposed sample names (what PromQL sees), for dashboards.
 """
@@ -43,7 +43,7 @@ _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "last_frame_timestamp_seconds": ("gauge", "Unix time of the capture of the last published frame", ("camera",)),
     "queue_depth": ("gauge", "Frames captured but not yet taken by the model", ("camera",)),
     "foreground_ratio": ("gauge", "Fraction of foreground pixels in the last mask", ("camera",)),
-    "model": ("info", "The model being served", ()),
+    "model": ("info", "The model each camera is served by (version, onnxruntime provider)", ("camera",)),
 }
 
 
@@ -85,8 +85,7 @@ class DaemonMetrics:
         self.last_frame_timestamp = Gauge(*d["last_frame_timestamp_seconds"], registry=r)
         self.queue_depth = Gauge(*d["queue_depth"], registry=r)
         self.foreground_ratio = Gauge(*d["foreground_ratio"], registry=r)
-        self.model = Info(PREFIX + "model", _FAMILIES["model"][1], registry=r)
-        self.model.info({"version": "unknown", "provider": "unknown"})
+        self.model = Info(*d["model"], registry=r)
         for result in RELOAD_RESULTS:
             self.model_reloads.labels(result)
         self._stage_children = {s: self.stage_duration.labels(s) for s in STAGES}
@@ -106,8 +105,8 @@ class DaemonMetrics:
         with self._lock:
             self._seen.setdefault(camera, {})
 
-    def set_model(self, version: str, provider: str) -> None:
-        self.model.info({"version": str(version), "provider": str(provider)})
+    def set_model(self, camera: str, version: str, provider: str) -> None:
+        self.model.labels(camera).info({"version": str(version), "provider": str(provider)})
 
     def model_reloaded(self, ok: bool) -> None:
         self.model_reloads.labels("success" if ok else "failure").inc()

@@ -8,16 +8,12 @@ so a camera that is merely unplugged now is not reported.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Callable
 
 from stream.config import DaemonConfig
 from stream.errors import UserError
-
-# what ZeroMQ can bind for a PUB socket: tcp://host:port (or *), ipc://path, inproc://name
-BIND_ENDPOINT = re.compile(r"^(tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|\d{1,5})|ipc://.+|inproc://.+)$")
-
+from stream.protocol import validate_endpoint
 
 def problems(cfg: DaemonConfig) -> list[str]:
     """One sentence per thing `serve` would refuse; empty when it would start."""
@@ -44,11 +40,7 @@ def problems(cfg: DaemonConfig) -> list[str]:
     if cfg.model.dir_problem():
         found.append(cfg.model.dir_problem())
     for ep in cfg.publish.endpoints:
-        match = BIND_ENDPOINT.match(ep)
-        port = match and match.group(3)
-        if not match or (port and port != "*" and int(port) > 65535):
-            found.append(f"publish endpoint {ep!r} is not one ZeroMQ can bind: use tcp://HOST:PORT (or tcp://*:5556), "
-                         "ipc://PATH or inproc://NAME")
+        attempt(lambda ep=ep: validate_endpoint(ep, bind=True))
     if cfg.metrics.enabled:
         from stream.httpserver import parse_bind
 

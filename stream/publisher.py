@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import zmq
@@ -184,10 +184,12 @@ class MaskPublisher:
                 return self.subscriptions > 0
             self._sock.poll(min(left, 0.05) * 1000, zmq.POLLIN)
 
-    def maybe_heartbeat(self, cameras: Iterable[str], now: float | None = None, **fields: Any) -> bool:
+    def maybe_heartbeat(self, cameras: Iterable[str] | Mapping[str, dict[str, Any]], now: float | None = None,
+                        **fields: Any) -> bool:
         """Send "online" for each camera if ``heartbeat_interval`` s passed since the last one.
 
-        ``now`` is a ``time.monotonic()`` reading (default: now); returns True when sent.
+        ``cameras`` may map each camera to its own fields (e.g. the model version it runs), which
+        win over ``fields``. ``now`` is a ``time.monotonic()`` reading (default: now); returns True when sent.
         """
         now = time.monotonic() if now is None else now
         if now - self._last_heartbeat < self.heartbeat_interval:
@@ -195,7 +197,8 @@ class MaskPublisher:
         self._drain_subscriptions()
         self._last_heartbeat = now
         for cam in cameras:
-            self.publish_status(cam, "online", **fields)
+            own = cameras[cam] if isinstance(cameras, Mapping) else {}
+            self.publish_status(cam, "online", **{**fields, **own})
         return True
 
     # ------------------------------------------------------------------ closing

@@ -90,7 +90,7 @@ def test_readme_example_config_validates():
 
 
 @pytest.mark.parametrize("config, words", [
-    ({"publish": {"endpoints": ["tcp://nohost:x"]}}, "is not one ZeroMQ can bind"),
+    ({"publish": {"endpoints": ["tcp://nohost:x"]}}, "port 'x' must be an integer 1-65535"),
     ({"metrics": {"bind": "nonsense"}}, "must look like 127.0.0.1:9108"),
     ({"cameras": [{"id": "a", "source": "nosuch://x"}]}, "unsupported URL scheme"),
     ({"cameras": [{"id": "a", "source": "/nonexistent/video.mp4"}]}, "not found"),

@@ -81,7 +81,8 @@ def test_scrape_has_every_series_with_observed_values(served):
     cam.captured, cam.dropped, cam.reopens, cam.queue_depth = 15, 3, 1, 0
     m.sync_camera(cam)
     m.camera_state("cam1", True)  # the daemon's call
-    m.set_model("v7", "CPUExecutionProvider")
+    m.set_model("cam1", "v7", "CPUExecutionProvider")
+    m.set_model("cam0", "bootstrap-mog2", "opencv-mog2")
     m.model_reloaded(True)
     m.model_reloaded(False)
     m.model_reloaded(False)
@@ -130,7 +131,8 @@ def test_scrape_has_every_series_with_observed_values(served):
     assert value(smp, "sparsecam_model_reloads_total", result="success") == 1
     assert value(smp, "sparsecam_model_reloads_total", result="failure") == 2
     info = smp["sparsecam_model_info"]
-    assert len(info) == 1 and info[0].labels == {"version": "v7", "provider": "CPUExecutionProvider"}
+    assert sorted((i.labels["camera"], i.labels["version"], i.labels["provider"]) for i in info) == [
+        ("cam0", "bootstrap-mog2", "opencv-mog2"), ("cam1", "v7", "CPUExecutionProvider")]
 
 
 def test_registries_are_independent():

@@ -13,7 +13,7 @@ import onnx
 from stream.client import MaskSubscriber
 from stream.modelinfo import BUNDLED_MODEL, PREFIX
 from stream.synthetic import SceneConfig, write_cdnet_folder
-from tests.daemon_helpers import start_daemon, stop
+from tests.daemon_helpers import scrape, start_daemon, stop
 
 
 def with_version(src: Path, dst: Path, version: str) -> Path:
@@ -80,3 +80,27 @@ def test_reload_on_change_rejects_corrupt_and_sighup(tmp_path):
         code, err = stop(proc)
     assert code == 0, err[-3000:]
     assert "reload rejected" in err and "live.onnx" in err
+
+
+def test_heartbeats_and_model_info_carry_each_cameras_own_model_version(tmp_path: Path) -> None:
+    """Every camera's periodic 'online' said the first camera's model version, whatever it ran."""
+    other = with_version(BUNDLED_MODEL, tmp_path / "b.onnx", "camera-b-model")
+    cfg = {"cameras": [{"id": "a", "source": "synthetic", "fps": 10}, {"id": "b", "source": "synthetic", "fps": 10, "model": str(other)}],
+           "publish": {"status_interval": 0.3}}
+    proc, ep = start_daemon(tmp_path, cfg, "--duration", "15")
+    beats: dict[str, set[str]] = {"a": set(), "b": set()}
+    try:
+        with MaskSubscriber([ep], max_age=None, include_status=True) as sub:
+            t_end = time.monotonic() + 20
+            while time.monotonic() < t_end:
+                msg = sub.recv(timeout=0.5)
+                if msg is not None and getattr(msg, "state", None) == "online" and msg.fields.get("model_version"):
+                    beats[msg.camera].add(msg.fields["model_version"])
+                    if min(len(v) for v in beats.values()) and t_end - time.monotonic() < 17:  # 3 s of heartbeats
+                        break
+        info = {dict(labels)["camera"]: dict(labels)["version"] for (name, labels) in scrape(proc) if name == "sparsecam_model_info"}
+    finally:
+        code, err = stop(proc)
+    v1 = {p.key: p.value for p in onnx.load(str(BUNDLED_MODEL)).metadata_props}[PREFIX + "model_version"]
+    assert beats == {"a": {v1}, "b": {"camera-b-model"}}, (beats, err[-2000:])
+    assert info == {"a": v1, "b": "camera-b-model"}  # the metric showed one model for the whole daemon
