@@ -47,6 +47,19 @@ def nightly_due(now: time.struct_time, at: str, last_day: str) -> bool:
     return time.strftime("%H:%M", now) >= at and time.strftime("%Y-%m-%d", now) != last_day
 
 
+def command_argv(cmd: str) -> list[str]:
+    """The retrain command's argv; a leading ``sparsecam`` is this installation's own.
+
+    systemd starts the daemon as /opt/sparsecam/.venv/bin/sparsecam without that folder on PATH,
+    so a bare ``sparsecam`` could not be found: use the script beside this interpreter, else
+    ``python -m stream.cli``."""
+    argv = shlex.split(cmd)
+    if argv and argv[0] == "sparsecam":
+        script = Path(sys.executable).parent / "sparsecam"
+        argv[:1] = [str(script)] if script.is_file() and os.access(script, os.X_OK) else [sys.executable, "-m", "stream.cli"]
+    return argv
+
+
 @dataclass
 class CameraStats:
     """Rolling figures for the status line, and whether the camera is up."""
@@ -111,7 +124,7 @@ class Daemon:
             from stream.recorder import CameraRecorder
 
             self.recorders = {c.id: CameraRecorder(cfg.recording.dir, c.id, cfg.recording.policy()) for c in cfg.cameras}
-        self.first_training: dict[str, subprocess.Popen] = {}
+        self.first_training: dict[str, subprocess.Popen | None] = {}  # None: it could not start (logged; not retried)
         self.retrains: dict[str, subprocess.Popen] = {}
         # a daemon started after today's slot waits for tomorrow's
         self._nightly_done = time.strftime("%Y-%m-%d") if cfg.retrain.nightly_at and nightly_due(time.localtime(), cfg.retrain.nightly_at, "") else ""
@@ -249,7 +262,7 @@ class Daemon:
         cmd = self.cfg.retrain.command.format(camera=cam_id, models=self.cfg.model.dir, recordings=self.cfg.recording.dir)
         log.info("camera %s: %s, starting at low priority: %s", cam_id, why, cmd)
         try:
-            return subprocess.Popen(shlex.split(cmd), preexec_fn=lambda: os.nice(19), stdin=subprocess.DEVNULL)
+            return subprocess.Popen(command_argv(cmd), preexec_fn=lambda: os.nice(19), stdin=subprocess.DEVNULL)
         except OSError as exc:
             log.error("camera %s: cannot start %r (%s)", cam_id, cmd, exc)
             return None
@@ -272,9 +285,9 @@ class Daemon:
         """Bootstrap: once a camera without a model has recorded enough, train its first model."""
         cfg = self.cfg.retrain
         for cam_id in sorted(self.bootstrapping):
-            proc = self.first_training.get(cam_id)
-            if proc is not None:
-                if proc.poll() is not None and not getattr(proc, "reported", False):
+            if cam_id in self.first_training:
+                proc = self.first_training[cam_id]
+                if proc is not None and proc.poll() is not None and not getattr(proc, "reported", False):
                     proc.reported = True  # type: ignore[attr-defined]
                     log.log(logging.INFO if proc.returncode == 0 else logging.ERROR,
                             "camera %s: first training exited with %d", cam_id, proc.returncode)
@@ -283,14 +296,14 @@ class Daemon:
             if rec.written + rec.existing < cfg.min_frames:
                 continue
             proc = self._spawn_retrain(cam_id, f"{rec.written + rec.existing} frames recorded, starting its first training")
-            self.first_training[cam_id] = proc or subprocess.Popen(["true"])  # a failed start is not retried every loop
+            self.first_training[cam_id] = proc  # None (could not start): logged once, not retried every loop
 
     def shutdown(self) -> None:
         self.notifier.stopping()
         for reloader in self.reloaders:
             reloader.stop()
         for proc in self.first_training.values():
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 log.info("leaving first training (pid %d) to finish on its own", proc.pid)
         stop_all(self.cameras.values(), timeout=0.5)
         self.publisher.close(list(self.cameras), reason="stopped")

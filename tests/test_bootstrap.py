@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from stream.bootstrap import BOOTSTRAP_VERSION
 from stream.client import MaskSubscriber
@@ -82,3 +84,29 @@ def test_first_training_is_started_once_enough_is_recorded(tmp_path):
     assert versions[0] == BOOTSTRAP_VERSION and versions[-1] == bundled_version(), err[-3000:]
     assert err.count("starting its first training") == 1
     assert code == 0
+
+
+def test_retrain_command_finds_this_installations_sparsecam_without_path():
+    """systemd runs /opt/sparsecam/.venv/bin/sparsecam without that folder on PATH: the default command's
+    bare 'sparsecam' could not start. It is now this interpreter's own entry point."""
+    from stream.daemon import command_argv
+
+    argv = command_argv("sparsecam retrain --camera 'cam 1' --threads 1")
+    assert argv[-5:] == ["retrain", "--camera", "cam 1", "--threads", "1"]
+    script = Path(sys.executable).parent / "sparsecam"
+    assert argv[:-5] == ([str(script)] if script.is_file() else [sys.executable, "-m", "stream.cli"])
+    res = subprocess.run([*argv[:-5], "retrain", "--help"], capture_output=True, text=True, timeout=60, env={"PATH": "/nonexistent"})
+    assert res.returncode == 0 and "sparsecam retrain" in res.stdout, res.stderr[-2000:]
+    assert command_argv("/usr/bin/env true") == ["/usr/bin/env", "true"]
+
+
+def test_a_first_training_that_cannot_start_is_not_reported_as_exit_0(tmp_path):
+    models, rec = tmp_path / "models", tmp_path / "rec"
+    cfg = {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 30}], "model": {"dir": str(models)},
+           "recording": {"enabled": True, "dir": str(rec), "every": 0.05},
+           "retrain": {"auto_first": True, "min_frames": 16, "command": "/nonexistent/retrain {camera}"}}
+    proc, _ = start_daemon(tmp_path, cfg, "--duration", "4")
+    _, err = proc.communicate(timeout=60)  # runs its 4 s: 80 frames recorded, one attempt
+    code = proc.returncode
+    assert code == 0 and err.count("cannot start '/nonexistent/retrain cam0'") == 1, err[-3000:]
+    assert "first training exited with" not in err
