@@ -11,7 +11,11 @@ Ten lines of Python are enough to consume masks::
 Bad messages never raise: they are counted in ``stats.rejected`` and skipped. Masks older
 than ``max_age`` seconds (by their capture time; keep hosts NTP-synced) are dropped and
 counted in ``stats.stale``. Sequence gaps (frames the daemon skipped or ZeroMQ dropped
-for this subscriber) are counted per camera in ``stats.gaps_by_camera``.
+for this subscriber) are counted per camera in ``stats.gaps_by_camera``; a camera's
+``offline`` status ends its numbering (a restarted daemon counts from 0 again, which is no
+gap). A mask that is not newer than the last one of its camera in both number and capture
+time is the same mask reached through a second endpoint of one daemon: dropped, counted in
+``stats.duplicates``.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class SubscriberStats:
     gaps: int = 0  # missing sequence numbers, all cameras
     skipped: int = 0  # valid masks superseded by a newer one in latest()
     status: int = 0  # status messages seen
+    duplicates: int = 0  # a mask received again (one daemon reached through two endpoints): dropped
     gaps_by_camera: dict[str, int] = field(default_factory=dict)
 
 
@@ -92,7 +97,7 @@ class MaskSubscriber:
         self.max_age = max_age if max_age is not None and max_age > 0 else None
         self.include_status = include_status
         self.stats = SubscriberStats()
-        self._last_seq: dict[str, int] = {}
+        self._last: dict[str, tuple[int, float]] = {}  # camera -> (seq, t_capture) of its newest mask
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.Context()
         s = self._ctx.socket(zmq.SUB)
@@ -144,15 +149,20 @@ class MaskSubscriber:
             return None
         if isinstance(msg, StatusMessage):
             self.stats.status += 1
+            if not msg.online:  # the publisher stopped or lost the camera: its next run numbers from 0 again
+                self._last.pop(msg.camera, None)
             return msg if self.include_status else None
         if self.cameras is not None and msg.camera not in self.cameras:
             return None  # cannot happen with exact topics; guards against prefix subscriptions
-        last = self._last_seq.get(msg.camera)
-        if last is not None and msg.seq > last + 1:
-            missing = msg.seq - last - 1
+        last = self._last.get(msg.camera)
+        if last is not None and msg.seq <= last[0] and msg.t_capture <= last[1]:
+            self.stats.duplicates += 1  # not newer in number or time: the same mask through another endpoint
+            return None
+        if last is not None and msg.seq > last[0] + 1:
+            missing = msg.seq - last[0] - 1
             self.stats.gaps += missing
             self.stats.gaps_by_camera[msg.camera] = self.stats.gaps_by_camera.get(msg.camera, 0) + missing
-        self._last_seq[msg.camera] = msg.seq  # a smaller seq means the publisher restarted
+        self._last[msg.camera] = (msg.seq, msg.t_capture)  # a smaller seq, captured later: the publisher restarted
         if self.max_age is not None and msg.age(msg.t_receive) > self.max_age:
             self.stats.stale += 1
             return None
@@ -307,5 +317,6 @@ def cli(argv: list[str]) -> int:
                     flush=True,
                 )
         s = sub.stats
-        print(f"received {s.received} masks (rejected {s.rejected}, stale {s.stale}, gaps {s.gaps})", file=sys.stderr)
+        dup = f", duplicates dropped {s.duplicates}" if s.duplicates else ""
+        print(f"received {s.received} masks (rejected {s.rejected}, stale {s.stale}, gaps {s.gaps}{dup})", file=sys.stderr)
     return 0

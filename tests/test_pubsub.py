@@ -159,6 +159,35 @@ def test_stale_masks_dropped_and_gaps_counted() -> None:
         assert sub.stats.gaps_by_camera == {"gapcam": 2 + 3} and sub.stats.gaps == 5
 
 
+def test_a_restart_after_offline_is_no_gap_and_a_second_endpoint_no_duplicate(tmp_path: Path) -> None:
+    """A restarted daemon numbers from 0: its first mask above the old run's last was counted as a
+    gap. One daemon reached through tcp and ipc delivered every mask twice."""
+    with MaskPublisher([ANY_TCP, f"ipc://{tmp_path}/masks.ipc"]) as pub, \
+            MaskSubscriber(pub.endpoints, max_age=None, include_status=True, rcvhwm=1000) as sub:
+        _sync(pub, sub)
+        time.sleep(0.5)  # the second endpoint's connection too
+        while sub.recv(0.3) is not None:  # _sync's own masks, from both endpoints
+            pass
+        sub.stats.received = sub.stats.duplicates = 0
+        seqs = []
+        for run, numbers in enumerate(([3, 4, 5, 6], [9, 10, 11])):  # the second run's first mask reached: 9
+            for seq in numbers:
+                pub.publish_mask("cam0", seq, _mask(seq), time.time(), time.time())
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and (not seqs or seqs[-1] != numbers[-1]):
+                msg = sub.recv(0.2)
+                if msg is not None and hasattr(msg, "seq"):
+                    seqs.append(msg.seq)
+            if run == 0:
+                pub.publish_status("cam0", "offline", reason="stopped")
+                assert sub.recv(2.0).state == "offline"  # type: ignore[union-attr]
+        time.sleep(0.3)
+        while sub.recv(0.1) is not None:
+            pass
+    assert seqs == [3, 4, 5, 6, 9, 10, 11], seqs  # each once, though both endpoints delivered it
+    assert sub.stats.gaps == 0 and sub.stats.duplicates >= 1, sub.stats
+
+
 def test_garbage_publisher_does_not_crash_subscriber() -> None:
     ctx = zmq.Context.instance()
     junk = ctx.socket(zmq.PUB)
