@@ -98,6 +98,7 @@ class MaskSubscriber:
         self.include_status = include_status
         self.stats = SubscriberStats()
         self._last: dict[str, tuple[int, float]] = {}  # camera -> (seq, t_capture) of its newest mask
+        self._renumbered: set[str] = set()  # cameras that went offline: their next mask starts a new numbering
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.Context()
         s = self._ctx.socket(zmq.SUB)
@@ -150,7 +151,7 @@ class MaskSubscriber:
         if isinstance(msg, StatusMessage):
             self.stats.status += 1
             if not msg.online:  # the publisher stopped or lost the camera: its next run numbers from 0 again
-                self._last.pop(msg.camera, None)
+                self._renumbered.add(msg.camera)
             return msg if self.include_status else None
         if self.cameras is not None and msg.camera not in self.cameras:
             return None  # cannot happen with exact topics; guards against prefix subscriptions
@@ -158,7 +159,9 @@ class MaskSubscriber:
         if last is not None and msg.seq <= last[0] and msg.t_capture <= last[1]:
             self.stats.duplicates += 1  # not newer in number or time: the same mask through another endpoint
             return None
-        if last is not None and msg.seq > last[0] + 1:
+        if msg.camera in self._renumbered:
+            self._renumbered.discard(msg.camera)  # no gap across a restart (the newest-mask test above still holds)
+        elif last is not None and msg.seq > last[0] + 1:
             missing = msg.seq - last[0] - 1
             self.stats.gaps += missing
             self.stats.gaps_by_camera[msg.camera] = self.stats.gaps_by_camera.get(msg.camera, 0) + missing
