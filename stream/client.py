@@ -268,10 +268,10 @@ def _save(msg: MaskMessage, root: Path) -> Path:
     import cv2
 
     folder = root / msg.camera
-    path = folder / saved_name(msg)
-    n = 1
+    name = saved_name(msg)
+    path, n = folder / name, 1
     while path.exists():  # never overwrite an earlier save
-        path, n = folder / f"{saved_name(msg)[:-len('.png')]}-{n}.png", n + 1
+        path, n = folder / f"{name[:-len('.png')]}-{n}.png", n + 1
     try:
         folder.mkdir(parents=True, exist_ok=True)
         ok = cv2.imwrite(str(path), msg.mask)

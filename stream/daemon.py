@@ -82,8 +82,9 @@ class Daemon:
         self.model_paths: dict[str, Path] = {}
         self.bootstrapping: set[str] = set()
         shared: dict[Path, EngineLike] = {}
-        if cfg.model.dir_problem():  # bootstrapping cameras would wait for a model forever
-            raise UserError(cfg.model.dir_problem())
+        problem = cfg.model.dir_problem()
+        if problem:  # bootstrapping cameras would wait for a model forever
+            raise UserError(problem)
         for cam in cfg.cameras:
             path, may_bootstrap = cfg.camera_model(cam)
             self.model_paths[cam.id] = path

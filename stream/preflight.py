@@ -37,8 +37,9 @@ def problems(cfg: DaemonConfig) -> list[str]:
             found.append(f"camera {cam.id}: {problem}")
         if cam.roi is not None:
             attempt(lambda cam=cam: WatchRegion(cam.roi, cam.id))
-    if cfg.model.dir_problem():
-        found.append(cfg.model.dir_problem())
+    problem = cfg.model.dir_problem()
+    if problem:
+        found.append(problem)
     for ep in cfg.publish.endpoints:
         attempt(lambda ep=ep: validate_endpoint(ep, bind=True))
     if cfg.metrics.enabled:
@@ -46,10 +47,8 @@ def problems(cfg: DaemonConfig) -> list[str]:
 
         attempt(lambda: parse_bind(cfg.metrics.bind))
     if cfg.security.curve:
-        from stream.security import load_key
+        from stream.security import check_allowed_clients, load_key
 
         attempt(lambda: load_key(Path(cfg.security.server_secret_key or ""), secret=True))
-        allowed = Path(cfg.security.allowed_clients_dir or "")
-        if not allowed.is_dir() or not any(allowed.glob("*.key")):
-            found.append(f"security.allowed_clients_dir {allowed} has no *.key public keys; copy each subscriber's NAME.key there")
+        attempt(lambda: check_allowed_clients(Path(cfg.security.allowed_clients_dir or "")))
     return found

@@ -37,6 +37,13 @@ def load_key(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
     return public, secret_key
 
 
+def check_allowed_clients(folder: Path) -> Path:
+    """``folder`` if it holds subscribers' public ``*.key`` files, else a UserError."""
+    if not folder.is_dir() or not any(folder.glob("*.key")):
+        raise UserError(f"allowed-clients folder {folder} has no *.key public keys; copy each subscriber's NAME.key there")
+    return folder
+
+
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -71,9 +78,7 @@ class CurveServer:
 
     def __post_init__(self) -> None:
         self.public, self.secret = load_key(self.secret_key_file, secret=True)
-        allowed = Path(self.allowed_clients_dir)
-        if not allowed.is_dir() or not any(allowed.glob("*.key")):
-            raise UserError(f"allowed-clients folder {allowed} has no *.key public keys; copy each subscriber's NAME.key there")
+        allowed = check_allowed_clients(Path(self.allowed_clients_dir))
         self.auth = ThreadAuthenticator(self.context, log=logging.getLogger("sparsecam.zmq.auth"))
         self.auth.start()
         self.auth.configure_curve(domain="*", location=str(allowed))

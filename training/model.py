@@ -36,6 +36,7 @@ SCORE_FILTERS = ("median5", "median3", "median7", "box3", "none")
 LEGACY_SCORE_FILTER = "box3"  # what checkpoints written before the field existed were made with
 LEGACY_ALIGN = 0  # checkpoints written before background alignment existed do not align
 LEGACY_CLEANUP = {"fill_holes": 0.0, "min_object": 0.0}  # nor clean their masks up
+MAX_ALIGN = 32  # model pixels the background may move onto a frame
 LEGACY_EXPOSURE = False  # nor bring frames to the background's exposure
 
 
@@ -68,8 +69,8 @@ class ModelConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if not 0 <= self.align <= 32:
-            raise ValueError(f"align must be 0 (off) to 32 model pixels, got {self.align}")
+        if not 0 <= self.align <= MAX_ALIGN:
+            raise ValueError(f"align must be 0 (off) to {MAX_ALIGN} model pixels, got {self.align}")
         self.cleanup()  # validates the fractions
         if self.depth < 1 or self.width < 1:
             raise ValueError("depth and width must be >= 1")

@@ -13,6 +13,8 @@ import re
 from typing import Any
 
 from stream.errors import UserError
+from stream.maskclean import CleanUp
+from training.model import MAX_ALIGN
 
 MIN_SIDE = 32  # model pixels: the U-Net, the synthetic parity scene of `export` and the median filter need room
 MAX_SIDE = 1920  # a model wider than a full-HD frame costs memory and time no camera model needs
@@ -87,10 +89,13 @@ def check_settings(cfg: Any) -> None:
     need(cfg.crop == 0 or cfg.crop >= 2 ** (cfg.depth + 1), "crop",
          f"0 (whole frames) or a window of at least {2 ** (cfg.depth + 1)} pixels for a depth-{cfg.depth} U-Net")
     need(cfg.bg_frames >= 1, "bg_frames", "the background median needs at least 1 frame (default 200)")
-    need(0 <= cfg.align <= 32, "align", "must be 0 (off) to 32 model pixels")
+    need(0 <= cfg.align <= MAX_ALIGN, "align", f"must be 0 (off) to {MAX_ALIGN} model pixels")
     need(cfg.checkpoint_every >= 1, "checkpoint_every", "must be >= 1 step")
     if cfg.threshold is not None:
         need(0 < cfg.threshold < 1, "threshold", "the mask threshold is a score in (0, 1); leave it out to choose it from the footage")
     need(isinstance(cfg.device, str) and bool(DEVICE_RE.match(cfg.device)), "device", "use auto, cpu, cuda or cuda:K")
     for f in ("fill_holes", "min_object"):
-        need(0 <= getattr(cfg, f) < 1, f, "must be a fraction of the frame in [0, 1)")
+        try:
+            CleanUp(**{f: getattr(cfg, f)})  # the clean-up's own rule
+        except ValueError:
+            raise _bad(f, getattr(cfg, f), "must be a fraction of the frame in [0, 1)") from None
