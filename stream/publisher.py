@@ -6,6 +6,9 @@ Usage (from the daemon's single publishing thread, or several: sends are seriali
         pub.publish_mask("cam1", seq, mask, t_capture, t_inference_done, "model-v3")
         pub.maybe_heartbeat(["cam1"], fps=24.8)
 
+An ``ipc://`` socket file this publisher bound is removed when it closes (libzmq leaves it since
+4.2), unless another process has bound the same path since.
+
 A PUB socket never blocks: once a subscriber's queue holds ``sndhwm`` messages, libzmq
 drops further messages *for that subscriber only*; subscribers see such drops as sequence
 gaps (``MaskSubscriber.stats.gaps``). ``dropped`` counts sends that libzmq refused outright.
@@ -16,6 +19,7 @@ cameras): ``sndhwm=max(4, 2 * n_cameras)``, or a fast subscriber loses part of e
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -88,6 +92,7 @@ class MaskPublisher:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, max(1, int(sndhwm)))
         self.endpoints: list[str] = []  # as bound: tcp://127.0.0.1:* becomes the real port
+        self._ipc_files: dict[str, tuple[int, int]] = {}  # socket file -> (st_dev, st_ino) as bound
         try:
             for ep in endpoints:
                 try:
@@ -96,6 +101,7 @@ class MaskPublisher:
                     hint = " (another process uses it? pick another port)" if exc.errno == zmq.EADDRINUSE else ""
                     raise UserError(f"cannot bind endpoint {ep!r}: {exc.strerror}{hint}") from None
                 self.endpoints.append(self._sock.getsockopt_string(zmq.LAST_ENDPOINT))
+                self._note_ipc_file(self.endpoints[-1])
         except BaseException:
             self._close_socket(0)
             raise
@@ -203,12 +209,33 @@ class MaskPublisher:
 
     # ------------------------------------------------------------------ closing
 
+    def _note_ipc_file(self, endpoint: str) -> None:
+        path = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else ""
+        if path and not path.startswith("@"):  # '@name': Linux abstract namespace, no file
+            try:
+                st = os.stat(path)
+            except OSError:
+                return
+            self._ipc_files[path] = (st.st_dev, st.st_ino)
+
+    def _remove_ipc_files(self) -> None:
+        """Unlink the socket files bound here; a path re-bound by another process since is a new inode and stays."""
+        for path, ident in getattr(self, "_ipc_files", {}).items():
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == ident:
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._ipc_files = {}
+
     def _close_socket(self, linger_ms: int) -> None:
         self._sock.close(linger=linger_ms)
         if getattr(self, "_curve", None) is not None:
             self._curve.stop()
         if self._own_context:
             self._ctx.term()
+        self._remove_ipc_files()
 
     def close(self, cameras: Iterable[str] | None = None, reason: str | None = None, linger: float = 0.25) -> None:
         """Send "offline" for each camera (default: every camera published), then close.

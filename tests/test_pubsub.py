@@ -357,3 +357,19 @@ def test_cli_bad_endpoint_exits_2_and_silence_exits_1() -> None:
     s.close(linger=0)  # a port nobody publishes on
     res = _run_cli("--endpoint", f"tcp://127.0.0.1:{port}", "--count", "1", "--timeout", "0.5")
     assert res.returncode == 1 and "no mask" in res.stderr
+
+
+def test_ipc_socket_file_removed_on_close_unless_rebound(tmp_path: Path) -> None:
+    """libzmq leaves a bound ipc:// file behind; the publisher removes its own, never another process's."""
+    mine = tmp_path / "mine.sock"
+    pub = MaskPublisher([f"ipc://{mine}"])
+    assert mine.exists()
+    pub.close()
+    assert not mine.exists()
+
+    theirs = tmp_path / "theirs.sock"
+    pub = MaskPublisher([f"ipc://{theirs}"])
+    theirs.unlink()  # another process replaced the socket file at the same path
+    theirs.write_bytes(b"")
+    pub.close()
+    assert theirs.exists()
