@@ -221,7 +221,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--no-env", action="store_true", help="ignore SPARSECAM_* environment overrides")
     args = p.parse_args(argv)
     cfg = load_config(args.file, use_env=not args.no_env)
-    from stream.capture import redact
+    from stream.sources import redact
     from stream.preflight import problems
 
     found = problems(cfg)

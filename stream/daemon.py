@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from stream.argtypes import seconds
-from stream.capture import CameraThread, Frame, make_source, redact, stop_all
+from stream.capture import CameraThread, Frame, stop_all
+from stream.sources import make_source, redact
 from stream.config import DaemonConfig, load_config
 from stream.errors import UserError
 from stream.engine import Engine

@@ -25,7 +25,7 @@ def problems(cfg: DaemonConfig) -> list[str]:
         except UserError as exc:
             found.append(str(exc))
 
-    from stream.capture import make_source
+    from stream.sources import make_source
     from stream.engine import model_file_problem
     from stream.roi import WatchRegion
 

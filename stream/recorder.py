@@ -232,7 +232,8 @@ class CameraRecorder:
 
 def cli(argv: list[str]) -> int:
     """`sparsecam record`: capture and record footage without serving masks."""
-    from stream.capture import CameraThread, make_source
+    from stream.capture import CameraThread
+    from stream.sources import make_source
     from stream.config import load_config
 
     p = argparse.ArgumentParser(prog="sparsecam record", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

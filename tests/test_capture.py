@@ -10,18 +10,17 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.capture import (
-    CameraThread,
+from stream.capture import CameraThread, stop_all
+from stream.sources import (
     DeviceSource,
     FolderSource,
     Source,
-    StreamSource,
     SourceGone,
+    StreamSource,
     SyntheticSource,
     VideoFileSource,
     make_source,
     redact,
-    stop_all,
 )
 from stream.errors import UserError
 

@@ -169,7 +169,7 @@ def test_corrupt_checkpoint_in_eval_is_exit_2(tmp_path):
 
 
 def test_run_time_never_imports_torch():
-    code = ("import sys, stream.cli, stream.daemon, stream.client, stream.capture, stream.engine, "
+    code = ("import sys, stream.cli, stream.daemon, stream.client, stream.capture, stream.sources, stream.engine, "
             "stream.publisher, stream.protocol, stream.synthetic, stream.config, training.evaluate, training.data; "
             "bad = [m for m in ('torch', 'training.model') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from stream.capture import IMAGE_EXTS, list_images
+from stream.sources import IMAGE_EXTS, list_images
 from stream.errors import UserError
 from stream.recorder import MANIFEST, read_manifest
 from stream.synthetic import is_synthetic_spec
