@@ -5,7 +5,9 @@ For each set with ground truth it trains a model on that set's own frames with n
 (frames outside the scored ones where the set allows), evaluates it under the CDnet
 protocol with the threshold the model chose itself, and evaluates mog2, knn, mog2-median,
 rpca (and subsense, pawcs when pybgs is importable) in the same run. Prints a markdown
-table and, with --json, writes {set: {method: {f, recall, precision, pwc, ...}}}.
+table, draws OUT/quality.png (recall against precision per set: sparsecam's score over
+thresholds, its own point and each classic method's) and, with --json, writes
+{set: {method: {f, recall, precision, pwc, ...}}}.
 
     python bench/quality.py [--data DIR] [--set NAME ...] [--json FILE] [--steps N] [--seeds K]
 
@@ -25,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.report import write_json  # noqa: E402
 from training.data import default_data_root  # noqa: E402
-from training.evaluate import evaluate  # noqa: E402
+from training.evaluate import evaluate, plot_panel  # noqa: E402
 
 # Which frames each set trains on (1-based, inclusive; None = all), and why.
 TRAIN_FRAMES: dict[str, tuple[tuple[int, int] | None, str]] = {
@@ -72,7 +74,23 @@ def row(result: dict) -> dict:
         out["oracle_f"] = round(float(result["oracle"]["f"]), 4)
         out["oracle_threshold"] = round(float(result["oracle"]["threshold"]), 4)
         out["threshold"] = round(float(result["threshold"]), 4)
+    if "pr_curve" in result:
+        out["pr_curve"] = result["pr_curve"]
     return out
+
+
+def plot_results(results: dict, path: Path) -> Path:
+    """Recall against precision per set: sparsecam's score over thresholds, its own point, each classic method."""
+    from training.plots import save_pr_plot
+
+    panels = []
+    for name, res in results.items():
+        own = res["sparsecam"]
+        methods = {f"sparsecam (threshold {own['threshold']:.3f})": own} | {m: r for m, r in res.items() if m != "sparsecam"}
+        panels.append(plot_panel(name, methods, own.get("pr_curve")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_pr_plot(panels, path)
+    return path
 
 
 def add_set_args(ap: argparse.ArgumentParser) -> None:
@@ -123,6 +141,7 @@ def main() -> int:
         if args.json:  # write as we go: a long run that dies keeps what it measured
             write_json(args.json, results)
     print(markdown(results, classic))
+    print(f"plot: {plot_results(results, args.out / 'quality.png')}", file=sys.stderr)
     return 0
 
 

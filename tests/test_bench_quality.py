@@ -39,3 +39,13 @@ def test_seed_spread_trains_every_other_seed_and_reports_mean_and_range(monkeypa
 def test_one_seed_adds_no_spread_line():
     res = quality.row(fake_result(0.9)) | {"train_seconds": 50.0, "train_frames": "all"}
     assert "training seeds" not in quality.markdown({"cam": {"sparsecam": res}}, [])
+
+
+def test_plot_results_draws_every_set(tmp_path):
+    import cv2
+
+    s = quality.row(fake_result(0.9)) | {"pr_curve": {"threshold": [0.1, 0.2], "recall": [0.9, 0.5], "precision": [0.6, 0.9]}}
+    results = {"a": {"sparsecam": s, "mog2": quality.row(fake_result(0.6))}, "b": {"sparsecam": s}}
+    path = quality.plot_results(results, tmp_path / "deep" / "quality.png")
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape[1] > img.shape[0]  # two panels side by side

@@ -230,3 +230,39 @@ def test_frame_transform_reaches_the_model_only(synth, tmp_path, monkeypatch):
     assert same == plain and darker < plain - 0.2, (plain, darker)  # a plain difference does not survive an exposure change
     with pytest.raises(ValueError):
         ev.evaluate(synth, "mog2", frame_transform=lambda f: f)
+
+
+def test_cli_plot_draws_recall_against_precision(synth, tmp_path):
+    """A real exported model through `sparsecam eval --plot`: the picture exists and the JSON holds its curve."""
+    plot, out = tmp_path / "plots" / "eval.png", tmp_path / "eval.json"
+    proc = run_cli("--set", str(synth), "--method", str(REPO / "stream" / "models" / "default.onnx"),
+                   "--plot", str(plot), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    img = cv2.imread(str(plot))
+    assert img is not None and img.shape[0] > 300 and img.shape[1] > 300
+    res = json.loads(out.read_text())
+    curve = res["pr_curve"]
+    assert len(curve["threshold"]) == len(curve["recall"]) == len(curve["precision"]) > 10
+    assert curve["recall"] == sorted(curve["recall"], reverse=True)  # a higher threshold masks less
+    # the oracle F is the best point of the same curve (up to the curve's coarser threshold steps)
+    best = max(2 * r * p / (r + p) for r, p in zip(curve["recall"], curve["precision"]) if r + p > 0)
+    assert best == pytest.approx(res["oracle"]["f"], abs=0.01)
+    assert f"plot: {plot}" in proc.stdout
+
+
+@pytest.mark.parametrize("name, words", [("eval.txt", ".png, .svg, .pdf"), ("folder", "is a folder")])
+def test_cli_plot_target_refused_before_evaluating(synth, tmp_path, name, words):
+    target = tmp_path / name
+    if name == "folder":
+        target.mkdir()
+    proc = run_cli("--set", str(synth), "--method", "mog2", "--plot", str(target))
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
+    assert "F " not in proc.stdout  # refused before minutes of evaluation
+
+
+def test_plot_panel_marks_the_method_and_the_others():
+    curve = {"recall": [1.0], "precision": [0.5]}
+    panel = ev.plot_panel("s", {"model.onnx": {"f": 0.9, "recall": 0.95, "precision": 0.85},
+                                "mog2": {"f": 0.5, "recall": 0.4, "precision": 0.7}}, curve)
+    assert panel["points"] == [("model.onnx: F 0.900", 0.95, 0.85), ("mog2: F 0.500", 0.4, 0.7)]
+    assert panel["curve"] is curve and panel["title"] == "s"

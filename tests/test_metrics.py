@@ -132,3 +132,21 @@ def test_threshold_sweep_accumulates_frames():
         sweep.add(m, g)
     assert sweep.best() == best_threshold(maps, gts, None, np.linspace(0, 1, 11))
     assert sweep.f_scores()[0] == pytest.approx(brute_force(maps, gts, 0.0))
+
+
+def test_threshold_sweep_curve_matches_hand_counts():
+    # positives score 0.9, 0.6, 0.3; negatives 0.7, 0.2, 0.1 (CDnet labels: 255 moving, 0 static)
+    gt = np.array([[255, 255, 255, 0, 0, 0]], np.uint8)
+    score = np.array([[0.9, 0.6, 0.3, 0.7, 0.2, 0.1]])
+    sweep = ThresholdSweep([0.0, 0.25, 0.5, 0.8, 0.95])
+    sweep.add(score, gt)
+    c = sweep.curve()
+    # t=0: all masked (tp 3, fp 3); 0.25: tp 3 fp 1; 0.5: tp 2 fp 1; 0.8: tp 1 fp 0; 0.95: nothing masked, left out
+    assert c["threshold"] == [0.0, 0.25, 0.5, 0.8]
+    assert c["recall"] == pytest.approx([1.0, 1.0, 2 / 3, 1 / 3], abs=1e-4)
+    assert c["precision"] == pytest.approx([0.5, 0.75, 2 / 3, 1.0], abs=1e-4)
+    every_other = sweep.curve(every=2)
+    assert every_other["threshold"] == [0.0, 0.5]
+    # the curve and the F sweep agree
+    f = 2 * np.array(c["recall"]) * np.array(c["precision"]) / (np.array(c["recall"]) + np.array(c["precision"]))
+    assert f == pytest.approx(sweep.f_scores()[:4], abs=1e-3)

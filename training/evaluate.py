@@ -23,13 +23,15 @@ from stream.errors import UserError
 from training.baselines import CLASSIC_METHODS, run_classic_timed
 from training.metrics import Confusion, ThresholdSweep, confusion, scores
 
-__all__ = ["evaluate", "cli", "format_table", "MODEL_SUFFIXES", "BATCH", "MAX_OVERLAYS", "ORACLE_LABEL", "overlay_image"]
+__all__ = ["evaluate", "cli", "format_table", "MODEL_SUFFIXES", "BATCH", "MAX_OVERLAYS", "ORACLE_LABEL", "overlay_image", "plot_panel"]
 
 MODEL_SUFFIXES = (".pt", ".onnx")
 BATCH = 16
 MAX_OVERLAYS = 50
 ORACLE_LABEL = "oracle (uses ground truth, upper bound only)"
 ORACLE_THRESHOLDS = np.linspace(0.0, 1.0, 1001)  # scores are in [0, 1] intensity units
+PR_CURVE_LABEL = "score > t, before the mask clean-up"
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 # BGR colours of the overlay
 TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 200, 0), (0, 0, 255), (255, 0, 0)
 
@@ -132,7 +134,8 @@ def _eval_model(ls: Any, model: Path, overlays: _Overlays, threshold: float | No
             sweep.add(score[k], gt, roi)
             overlays.maybe_write(i, frames[k], mask[k], gt, roi)
     t_best, f_best = sweep.best()
-    extra = {"threshold": used, "oracle": {"label": ORACLE_LABEL, "threshold": t_best, "f": f_best}}
+    extra = {"threshold": used, "oracle": {"label": ORACLE_LABEL, "threshold": t_best, "f": f_best},
+             "pr_curve": {"label": PR_CURVE_LABEL, **sweep.curve(every=5)}}
     return total, 1000.0 * spent / max(len(idx), 1), extra
 
 
@@ -141,7 +144,7 @@ def evaluate(set_root: Path, method: str, overlays: Path | None = None, threshol
     """Score `method` (a classic name or a `.pt`/`.onnx` model path) on the set at set_root.
 
     Returns {set, set_root, method, frames, counts, metrics, ms_per_frame[, threshold,
-    oracle]}; counts are summed over the evaluated frames, metrics from training.metrics.scores.
+    oracle, pr_curve]}; counts are summed over the evaluated frames, metrics from training.metrics.scores.
     `threshold` overrides a model's own threshold (mask = score > threshold); `frame_transform`
     (model methods only) maps each batch of uint8 frames before the model sees them (bench/exposure.py).
     """
@@ -209,6 +212,25 @@ def _check_json_target(path: Path) -> None:
             raise UserError(f"--json {path} exists and is not a JSON result; choose another file name") from None
 
 
+def _check_plot_target(path: Path) -> None:
+    """--plot names a new or earlier picture, in a format matplotlib writes; matplotlib must be installed."""
+    if path.is_dir():
+        raise UserError(f"--plot {path} is a folder; give a file name such as {path / 'eval.png'}")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise UserError(f"--plot {path}: give a {', '.join(PLOT_SUFFIXES)} file name")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError("--plot needs matplotlib (pip install 'sparsecam[train]')") from None
+
+
+def plot_panel(title: str, scores_by_method: dict[str, dict], curve: dict | None = None) -> dict:
+    """One panel of training.plots.save_pr_plot: each method's {f, recall, precision} as a point
+    (the first one is the method under test, drawn as a star) and its score curve over thresholds."""
+    points = [(f"{name}: F {m['f']:.3f}", m["recall"], m["precision"]) for name, m in scores_by_method.items()]
+    return {"title": title, "curve": curve, "points": points}
+
+
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="sparsecam eval", description=__doc__.splitlines()[0])
     p.add_argument("--set", required=True, type=Path, metavar="DIR", help="CDnet-style folder (input/, groundtruth/)")
@@ -219,11 +241,26 @@ def cli(argv: list[str]) -> int:
                    help=f"write frame | overlay PNGs (TP green, FP red, FN blue), at most {MAX_OVERLAYS}")
     p.add_argument("--threshold", type=bounded(0.0, 1.0, low_open=True, what="a score threshold in (0, 1]"), metavar="T",
                    help="override a model's mask threshold")
+    p.add_argument("--plot", type=Path, metavar="FILE",
+                   help="draw recall against precision (.png/.svg/.pdf): a model's curve over thresholds and its own point")
     args = p.parse_args(argv)
     if args.json is not None:
         _check_json_target(args.json)  # before minutes of evaluation
+    if args.plot is not None:
+        _check_plot_target(args.plot)
     result = evaluate(args.set, args.method, overlays=args.overlays, threshold=args.threshold)
     print(format_table(result))
+    if args.plot is not None:
+        from training.plots import save_pr_plot
+
+        try:
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
+            own = f" (threshold {result['threshold']:.3f})" if "threshold" in result else ""
+            title = f"{result['set']} ({result['frames']} frames scored)"
+            save_pr_plot([plot_panel(title, {Path(args.method).name + own: result["metrics"]}, result.get("pr_curve"))], args.plot)
+        except OSError as exc:
+            raise UserError(f"cannot write {args.plot}: {exc.strerror}") from exc
+        print(f"plot: {args.plot}")
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)

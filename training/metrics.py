@@ -132,13 +132,30 @@ class ThresholdSweep:
         self.hist_pos += np.bincount(np.searchsorted(t, s[pos], side="left"), minlength=n)
         self.hist_neg += np.bincount(np.searchsorted(t, s[neg], side="left"), minlength=n)
 
-    def f_scores(self) -> np.ndarray:
-        """F of ``score > t`` for every threshold t (0.0 where it is 0/0)."""
+    def _counts(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(tp, fp) of ``score > t`` for every threshold t, and the number of positive pixels."""
         # pixels with score > t[i] are those in bins i+1 .. end
         tp = np.cumsum(self.hist_pos[::-1])[::-1][1:]
         fp = np.cumsum(self.hist_neg[::-1])[::-1][1:]
-        denom = tp + fp + int(self.hist_pos.sum())  # = 2 tp + fp + fn
+        return tp, fp, int(self.hist_pos.sum())
+
+    def f_scores(self) -> np.ndarray:
+        """F of ``score > t`` for every threshold t (0.0 where it is 0/0)."""
+        tp, fp, positives = self._counts()
+        denom = tp + fp + positives  # = 2 tp + fp + fn
         return np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 0.0)
+
+    def curve(self, every: int = 1) -> dict[str, list[float]]:
+        """Recall and precision of ``score > t`` at every ``every``-th threshold that masks any pixel."""
+        tp, fp, positives = self._counts()
+        keep = np.zeros(tp.size, bool)
+        keep[::every] = True
+        keep &= (tp + fp) > 0
+        return {
+            "threshold": [round(float(t), 4) for t in self.thresholds[keep]],
+            "recall": [round(float(r), 4) for r in tp[keep] / max(positives, 1)],
+            "precision": [round(float(p), 4) for p in tp[keep] / (tp + fp)[keep]],
+        }
 
     def best(self) -> tuple[float, float]:
         """(t, F) maximising F; ties go to the smallest threshold."""

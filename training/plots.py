@@ -1,4 +1,4 @@
-"""Pictures of a run: the loss curve and a montage of what the model learned."""
+"""Pictures: a run's loss curve and montage; recall against precision for evaluations."""
 
 from __future__ import annotations
 
@@ -66,3 +66,56 @@ def save_montage(frames: np.ndarray, s: np.ndarray, masks: np.ndarray, path: Pat
         f = 900 / img.shape[1]
         img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
     cv2.imwrite(str(path), img)
+
+
+def save_pr_plot(panels: list[dict], path: Path) -> None:
+    """Recall (x) against precision (y), one panel per labeled set, with lines of equal F.
+
+    A panel is {title, curve, points}: ``curve`` ({threshold, recall, precision} lists, or None)
+    is a model's score swept over thresholds; ``points`` are (label, recall, precision) of masks
+    as a method makes them, the first one drawn as a star (the method under test). Each panel is
+    zoomed to its points (both axes start a little below the lowest recall or precision).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(panels)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 6.0 * rows), dpi=100, squeeze=False)
+    r = np.linspace(0.01, 1, 200)
+    markers = "osD^vP<>X"
+    for ax, panel in zip(axes.flat, panels):
+        # zoom on the methods: from a little below the lowest recall or precision of any point
+        coords = [v for _, rec, prec in panel["points"] for v in (rec, prec)]
+        lo = max(0.0, np.floor((min(coords, default=0.0) - 0.05) * 10) / 10)
+        for f in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+            p = f * r / (2 * r - f)  # precision giving F = f at recall r
+            ok = (p > 0) & (p <= 1) & (r >= f / 2)
+            ax.plot(r[ok], p[ok], color="0.85", lw=0.8, zorder=0)
+            if f / (2 - f) >= lo:
+                ax.annotate(f"F {f}", (1.0, f / (2 - f)), xytext=(-2, 2), textcoords="offset points",
+                            fontsize=7, color="0.5", ha="right", va="bottom")
+        curve = panel.get("curve")
+        if curve and curve.get("recall"):
+            ax.plot(curve["recall"], curve["precision"], color="tab:blue", lw=1.5,
+                    label=curve.get("label", "score swept over thresholds"))
+        for k, (label, rec, prec) in enumerate(panel["points"]):
+            if k == 0:
+                ax.plot(rec, prec, "*", ms=15, color="tab:red", mec="k", zorder=5, label=label)
+            else:
+                ax.plot(rec, prec, markers[(k - 1) % len(markers)], ms=7, zorder=4, label=label)
+        ax.set_xlim(lo, 1.005)
+        ax.set_ylim(lo, 1.005)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title(panel["title"], fontsize=10)
+        ax.grid(alpha=0.25)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
