@@ -120,7 +120,6 @@ class Daemon:
         self.notifier = Notifier()
         self._watchdog_every = (self.notifier.watchdog_interval() or 0.0) / 2
         self._last_watchdog = 0.0
-        self._published_since_ping = False
         self.recorders = {}
         if cfg.recording.enabled:
             from stream.recorder import CameraRecorder
@@ -253,11 +252,13 @@ class Daemon:
             self._maybe_start_first_training()
         if self.cfg.retrain.nightly_at and self.cfg.model.dir is not None:
             self._maybe_start_nightly()
-        # systemd's watchdog is fed only while masks flow: a pipeline that stalls gets restarted.
+        # systemd's watchdog is fed while this loop turns: a hung inference or publish stops it and
+        # systemd restarts the daemon. A camera that is down is not a reason: its capture thread
+        # reopens it, and camera_up / the alerts report it (a restart would not bring it back).
         mono = time.monotonic()
-        if self._watchdog_every and self._published_since_ping and mono - self._last_watchdog >= self._watchdog_every:
+        if self._watchdog_every and mono - self._last_watchdog >= self._watchdog_every:
             self.notifier.watchdog()
-            self._last_watchdog, self._published_since_ping = mono, False
+            self._last_watchdog = mono
 
     def _spawn_retrain(self, cam_id: str, why: str) -> subprocess.Popen | None:
         """Run the retrain command for one camera at the lowest CPU priority (never blocks)."""
@@ -366,7 +367,6 @@ class Daemon:
                 st.infer.append((t2 - t1) * share)
                 st.stamps.append(now)
                 st.fg_ratio = fg
-        self._published_since_ping = True
         return True
 
     @staticmethod

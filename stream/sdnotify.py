@@ -72,7 +72,7 @@ class Notifier:
     def watchdog_interval(self) -> float | None:
         """``WatchdogSec`` in seconds from ``$WATCHDOG_USEC``; None when unset, invalid or for another PID.
 
-        Ping at half this interval (systemd's advice), and only while frames flow.
+        Ping at half this interval (systemd's advice), while the daemon's main loop turns.
         """
         raw = self._env.get("WATCHDOG_USEC")
         if not raw:

@@ -55,12 +55,14 @@ def test_scrape_has_every_metric_the_dashboards_and_alerts_use(tmp_path):
     assert code == 0, err[-2000:]
 
 
-def test_sd_notify_ready_watchdog_stopping(tmp_path):
+def notify_lines(tmp_path, config: dict, seconds: float) -> list[str]:
+    """Run the daemon under a stand-in systemd (NOTIFY_SOCKET, 1 s watchdog) for ``seconds``, then
+    SIGTERM; the sd_notify lines it sent, in order."""
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(0.5)
-    proc, ep = start_daemon(tmp_path, SYNTH, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"})
+    proc, ep = start_daemon(tmp_path, config, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"})
     messages: list[str] = []
 
     def drain(seconds: float) -> None:
@@ -72,15 +74,32 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path):
                 pass
 
     try:
-        drain(8)
+        drain(seconds)
         proc.send_signal(signal.SIGTERM)
         drain(2)
     finally:
         code, err = stop(proc)
         sock.close()
     assert code == 0, err[-2000:]
-    lines = [line for m in messages for line in m.splitlines()]
-    assert "READY=1" in lines, messages
-    assert lines.count("WATCHDOG=1") >= 3, messages  # every 0.5 s while frames flow
+    return [line for m in messages for line in m.splitlines()]
+
+
+def test_sd_notify_ready_watchdog_stopping(tmp_path):
+    lines = notify_lines(tmp_path, SYNTH, 8)
+    assert "READY=1" in lines, lines
+    assert lines.count("WATCHDOG=1") >= 3, lines  # every 0.5 s
     assert "STOPPING=1" in lines
     assert lines.index("READY=1") < lines.index("WATCHDOG=1") < lines.index("STOPPING=1")
+
+
+def test_watchdog_fed_while_the_only_camera_is_down(tmp_path):
+    """A camera that is unplugged is reopened by its capture thread; were the watchdog fed only
+    while masks flow, systemd would kill the daemon every WatchdogSec and give up after 5 starts."""
+    with socket.socket() as closed:  # a port nothing listens on: the stream camera stays down
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = {"cameras": [{"id": "cam0", "source": f"rtsp://127.0.0.1:{port}/live", "timeout": 1}]}
+    lines = notify_lines(tmp_path, config, 6)
+    assert "READY=1" in lines and "STOPPING=1" in lines, lines
+    pings = lines[lines.index("READY=1"):lines.index("STOPPING=1")].count("WATCHDOG=1")
+    assert pings >= 6, lines  # every 0.5 s of the 6 s, with no mask published
