@@ -59,7 +59,7 @@ class SubscriberStats:
     stale: int = 0  # valid masks older than max_age
     gaps: int = 0  # missing sequence numbers, all cameras
     skipped: int = 0  # valid masks superseded by a newer one in latest()
-    status: int = 0  # status messages seen
+    status: int = 0  # status messages seen (returned only with include_status)
     duplicates: int = 0  # a mask received again (one daemon reached through two endpoints): dropped
     gaps_by_camera: dict[str, int] = field(default_factory=dict)
 
@@ -88,8 +88,8 @@ class MaskSubscriber:
         cams = None if cameras is None else list(cameras)
         try:
             topics = [MASK_PREFIX] if cams is None else [mask_topic(c) for c in cams]
-            if include_status:
-                topics += [STATUS_PREFIX] if cams is None else [status_topic(c) for c in cams]
+            # statuses always: an `offline` ends its camera's numbering even when the caller does not want them
+            topics += [STATUS_PREFIX] if cams is None else [status_topic(c) for c in cams]
         except ProtocolError as exc:
             raise UserError(str(exc)) from None
         self.endpoints = endpoints

@@ -16,7 +16,7 @@ import zmq
 
 from stream.client import MaskSubscriber
 from stream.errors import UserError
-from stream.protocol import ENCODINGS, StatusMessage, encode_mask
+from stream.protocol import ENCODINGS, MaskMessage, StatusMessage, encode_mask
 from stream.publisher import MaskPublisher
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def test_fast_subscriber_loses_nothing_at_a_tiny_hwm() -> None:
 
 
 def test_camera_filter_is_exact() -> None:
-    with MaskPublisher([ANY_TCP]) as pub, MaskSubscriber(pub.endpoints, cameras=["cam1"], max_age=None, rcvhwm=100) as sub:
+    with MaskPublisher([ANY_TCP], sndhwm=100) as pub, MaskSubscriber(pub.endpoints, cameras=["cam1"], max_age=None, rcvhwm=100) as sub:
         _sync_cam = 0
         deadline = time.monotonic() + 5
         while sub.recv(0.05) is None:  # sync on cam1 itself
@@ -190,6 +190,22 @@ def test_a_restart_after_offline_is_no_gap_and_a_second_endpoint_no_duplicate(tm
             pass
     assert seqs == [3, 4, 5, 6, 9, 10, 11], seqs  # each once, though both endpoints delivered it
     assert sub.stats.gaps == 0 and sub.stats.duplicates >= 1, sub.stats
+
+
+def test_offline_ends_the_numbering_without_include_status() -> None:
+    """The default subscriber (and `sparsecam subscribe` without --status) never saw the offline
+    status, so a restarted daemon's first mask counted as a gap."""
+    with MaskPublisher([ANY_TCP]) as pub, MaskSubscriber(pub.endpoints, cameras=["cam0"], max_age=None) as sub:
+        _sync(pub, sub, camera="cam0")
+        for seq in (40, 41):
+            pub.publish_mask("cam0", seq, _mask(seq), time.time(), time.time())
+            assert sub.recv(2.0).seq == seq  # type: ignore[union-attr]
+        sub.stats.gaps = 0  # from _sync's numbers to 40
+        pub.publish_status("cam0", "offline", reason="stopped")
+        pub.publish_mask("cam0", 45, _mask(45), time.time(), time.time())  # the next run, already at 45
+        msg = sub.recv(2.0)
+    assert isinstance(msg, MaskMessage) and msg.seq == 45  # the status itself is not returned
+    assert sub.stats.status == 1 and sub.stats.gaps == 0, sub.stats
 
 
 def test_garbage_publisher_does_not_crash_subscriber() -> None:
