@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stream.errors import UserError
 from stream.modelinfo import BUNDLED_CAMERA, BUNDLED_MODEL
+from stream.recorder import MB, RETRAIN_MIN_FRAMES, RecordPolicy
 ENV_PREFIX = "SPARSECAM_"
 
 
@@ -75,10 +76,11 @@ class ModelSection(_Strict):
 
 
 class RetrainSection(_Strict):
-    """The daemon starting a camera's first training itself (bootstrap), at low priority."""
+    """The daemon running `retrain.command` itself, at low priority: a new camera's first training
+    (bootstrap, ``auto_first``) and a daily retrain of every camera (``nightly_at``)."""
 
     auto_first: bool = False  # when a bootstrapping camera has recorded min_frames, run the command once
-    min_frames: int = Field(300, ge=16)
+    min_frames: int = Field(300, ge=RETRAIN_MIN_FRAMES)  # what retrain needs at least (train + held-out frames)
     nightly_at: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # "03:00": retrain every camera daily (local time)
     command: str = "sparsecam retrain --camera {camera} --models {models} --recordings {recordings} --threads 1"
 
@@ -93,19 +95,20 @@ class PublishSection(_Strict):
     wait_for_subscriber: float = Field(0.0, ge=0)
 
 
+_POLICY = RecordPolicy()  # the recording defaults
+
+
 class RecordingSection(_Strict):
     enabled: bool = False
     dir: Path = Path("recordings")  # <dir>/<camera>/NNNNNNNNN.jpg + manifest.jsonl
-    every: float = Field(10.0, gt=0)  # seconds between periodic frames
-    burst_on_change: float = Field(0.05, ge=0)  # foreground-ratio jump that starts a burst (0 = off)
-    burst_frames: int = Field(5, ge=0)
-    quota_mb: float = Field(1024, gt=0)  # per camera; oldest frames are deleted first
+    every: float = Field(_POLICY.every, gt=0)  # seconds between periodic frames
+    burst_on_change: float = Field(_POLICY.burst_on_change, ge=0)  # foreground-ratio jump that starts a burst (0 = off)
+    burst_frames: int = Field(_POLICY.burst_frames, ge=0)
+    quota_mb: float = Field(_POLICY.quota_bytes / MB, gt=0)  # per camera; oldest frames are deleted first
 
-    def policy(self):  # -> stream.recorder.RecordPolicy
-        from stream.recorder import RecordPolicy
-
+    def policy(self) -> RecordPolicy:
         return RecordPolicy(every=self.every, burst_on_change=self.burst_on_change, burst_frames=self.burst_frames,
-                            quota_bytes=int(self.quota_mb * 1e6))
+                            quota_bytes=int(self.quota_mb * MB))
 
 
 class MetricsSection(_Strict):

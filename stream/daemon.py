@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,6 @@ import numpy as np
 
 from stream.argtypes import seconds
 from stream.capture import CameraThread, Frame, stop_all
-from stream.sources import make_source, redact
 from stream.config import DaemonConfig, load_config
 from stream.errors import UserError
 from stream.engine import Engine
@@ -37,10 +37,12 @@ from stream.bootstrap import Mog2Engine
 from stream.reload import ModelReloader
 from stream.roi import WatchRegion
 from stream.sdnotify import Notifier
+from stream.sources import make_source, redact
 
 log = logging.getLogger("sparsecam.daemon")
 
 EngineLike = Engine | Mog2Engine  # run(frames) -> masks, model_version, provider
+SHUTDOWN_S = 2.0  # after "offline" is out: what the reloaders and recorders get to finish, together
 
 
 def nightly_due(now: time.struct_time, at: str, last_day: str) -> bool:
@@ -168,7 +170,10 @@ class Daemon:
                 self.bootstrapping.discard(cam_id)
                 log.info("camera %s: switching from %s to its own model %s", cam_id, old.model_version, engine.model_version)
             if old.model_version != engine.model_version and cam_id in self.cameras:
-                self.publisher.publish_status(cam_id, "online", model_version=engine.model_version, provider=engine.provider)
+                try:
+                    self.publisher.publish_status(cam_id, "online", model_version=engine.model_version, provider=engine.provider)
+                except RuntimeError:  # the daemon is stopping: its publisher closed while this reload ran
+                    pass
 
     def _reload_result(self, result: str, detail: str) -> None:
         self.metrics.model_reloaded(result == "success")
@@ -252,6 +257,7 @@ class Daemon:
             self._maybe_start_first_training()
         if self.cfg.retrain.nightly_at and self.cfg.model.dir is not None:
             self._maybe_start_nightly()
+        self._report_exits()
         # systemd's watchdog is fed while this loop turns: a hung inference or publish stops it and
         # systemd restarts the daemon. A camera that is down is not a reason: its capture thread
         # reopens it, and camera_up / the alerts report it (a restart would not bring it back).
@@ -261,14 +267,33 @@ class Daemon:
             self._last_watchdog = mono
 
     def _spawn_retrain(self, cam_id: str, why: str) -> subprocess.Popen | None:
-        """Run the retrain command for one camera at the lowest CPU priority (never blocks)."""
+        """Run the retrain command for one camera at the lowest CPU priority (never blocks).
+
+        The priority comes from nice(1): a ``preexec_fn`` is not safe in this many-threaded
+        process (the child may deadlock before it executes the command)."""
         cmd = self.cfg.retrain.command.format(camera=cam_id, models=self.cfg.model.dir, recordings=self.cfg.recording.dir)
-        log.info("camera %s: %s, starting at low priority: %s", cam_id, why, cmd)
+        argv = command_argv(cmd)
+        if not argv or shutil.which(argv[0]) is None:
+            log.error("camera %s: cannot start %r (%s: no such program)", cam_id, cmd, argv[0] if argv else "empty command")
+            return None
+        nice = shutil.which("nice")
+        log.info("camera %s: %s (%s): %s", cam_id, why, "at low priority" if nice else "nice(1) not found: at normal priority", cmd)
         try:
-            return subprocess.Popen(command_argv(cmd), preexec_fn=lambda: os.nice(19), stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen([nice, "-n", "19", *argv] if nice else argv, stdin=subprocess.DEVNULL)
         except OSError as exc:
             log.error("camera %s: cannot start %r (%s)", cam_id, cmd, exc)
             return None
+        proc.what = why  # type: ignore[attr-defined]  # for the exit report (_report_exits)
+        return proc
+
+    def _report_exits(self) -> None:
+        """Log each retrain child's exit once (which also reaps it), whatever the camera is doing now."""
+        for kind, procs in (("first training", self.first_training), ("retrain", self.retrains)):
+            for cam_id, proc in procs.items():
+                if proc is not None and not getattr(proc, "reported", False) and proc.poll() is not None:
+                    proc.reported = True  # type: ignore[attr-defined]
+                    log.log(logging.INFO if proc.returncode == 0 else logging.ERROR,
+                            "camera %s: %s exited with %d", cam_id, kind, proc.returncode)
 
     def _maybe_start_nightly(self) -> None:
         """retrain.nightly_at: once a day at HH:MM (local time), retrain every camera that has a model."""
@@ -288,12 +313,7 @@ class Daemon:
         """Bootstrap: once a camera without a model has recorded enough, train its first model."""
         cfg = self.cfg.retrain
         for cam_id in sorted(self.bootstrapping):
-            if cam_id in self.first_training:
-                proc = self.first_training[cam_id]
-                if proc is not None and proc.poll() is not None and not getattr(proc, "reported", False):
-                    proc.reported = True  # type: ignore[attr-defined]
-                    log.log(logging.INFO if proc.returncode == 0 else logging.ERROR,
-                            "camera %s: first training exited with %d", cam_id, proc.returncode)
+            if cam_id in self.first_training:  # started once (or could not start): its exit is _report_exits'
                 continue
             rec = self.recorders[cam_id]
             if rec.written + rec.existing < cfg.min_frames:
@@ -302,16 +322,21 @@ class Daemon:
             self.first_training[cam_id] = proc  # None (could not start): logged once, not retried every loop
 
     def shutdown(self) -> None:
+        """Subscribers hear ``offline`` first; then the threads get one shared deadline (systemd
+        kills the daemon TimeoutStopSec=5 after SIGTERM)."""
         self.notifier.stopping()
         for reloader in self.reloaders:
-            reloader.stop()
-        for proc in self.first_training.values():
-            if proc is not None and proc.poll() is None:
-                log.info("leaving first training (pid %d) to finish on its own", proc.pid)
+            reloader.stop(wait=0)
         stop_all(self.cameras.values(), timeout=0.5)
         self.publisher.close(list(self.cameras), reason="stopped")
+        for cam_id, proc in [*self.first_training.items(), *self.retrains.items()]:
+            if proc is not None and proc.poll() is None:
+                log.info("camera %s: leaving %s (pid %d) to finish on its own", cam_id, getattr(proc, "what", "retrain"), proc.pid)
+        deadline = time.monotonic() + SHUTDOWN_S
+        for reloader in self.reloaders:
+            reloader.stop(wait=max(0.05, deadline - time.monotonic()))
         for rec in self.recorders.values():
-            rec.close()
+            rec.close(timeout=max(0.05, deadline - time.monotonic()))
         if self.http is not None:
             self.http.stop()
 

@@ -67,13 +67,23 @@ def read_manifest(path: Path, strict: bool = True) -> list[dict[str, Any]]:
     return entries
 
 
+MB = 10**6  # the unit of recording.quota_mb, and of the sizes `sparsecam record` prints
+# What `sparsecam retrain` needs of a camera's recordings (training/retrain.py), known here so
+# that the daemon's configuration (retrain.min_frames) can be checked without torch.
+RETRAIN_MIN_TRAIN = 16  # frames it trains on, at least
+RETRAIN_MIN_HOLDOUT = 8  # newest frames it holds out to validate the new model on, at least
+RETRAIN_MIN_FRAMES = RETRAIN_MIN_TRAIN + RETRAIN_MIN_HOLDOUT
+
+
 @dataclass(frozen=True)
 class RecordPolicy:
+    """When a camera's frames are recorded; stream.config.RecordingSection takes its defaults from here."""
+
     every: float = 10.0  # seconds between periodic frames
     burst_on_change: float = 0.05  # a foreground-ratio jump of this much starts a burst (0 = off)
     burst_frames: int = 5
     burst_interval: float = 0.5  # seconds between burst frames
-    quota_bytes: int = 1 << 30  # per camera
+    quota_bytes: int = 1024 * MB  # per camera
     jpeg_quality: int = 92
 
 
@@ -279,7 +289,7 @@ def cli(argv: list[str]) -> int:
         for rec in recs.values():
             rec.close()
     for cid, rec in recs.items():
-        print(f"{cid}: {rec.written} frames written ({rec.bytes_on_disk / 1e6:.1f} MB on disk), {rec.errors} errors, {rec.deleted} deleted by quota")
+        print(f"{cid}: {rec.written} frames written ({rec.bytes_on_disk / MB:.1f} MB on disk), {rec.errors} errors, {rec.deleted} deleted by quota")
     failed = sum(rec.errors for rec in recs.values())
     if failed:
         print(f"sparsecam record: {failed} frame(s) could not be written to {root}; see the log above", file=sys.stderr)

@@ -53,11 +53,12 @@ class ModelReloader:
         """Reload now (SIGHUP), even if the file looks unchanged."""
         self._requested.set()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 2.0) -> None:
+        """Ask the thread to stop and wait up to ``wait`` s for it (0: only ask; call again to wait)."""
         self._stop.set()
         self._requested.set()
-        if self._thread.is_alive():  # the daemon may stop before it started the reloaders (a camera failed to open)
-            self._thread.join(timeout=2)
+        if wait > 0 and self._thread.is_alive():  # the daemon may stop before it started the reloaders (a camera failed to open)
+            self._thread.join(timeout=wait)
 
     def _changed(self) -> bool:
         sig = file_signature(self.path)

@@ -120,3 +120,27 @@ def test_model_dir_that_is_a_file_is_refused_by_check_config_and_serve(tmp_path)
     for command in ("check-config", "serve --duration 5 --config"):
         res = cli(*command.split(), str(path))
         assert res.returncode == 2 and f"model.dir {afile} is a file" in res.stderr, res.stderr[-2000:]
+
+
+def test_min_frames_below_what_retrain_needs_is_refused(tmp_path):
+    """retrain.min_frames 16-23 used to pass: the daemon then started a first training that retrain
+    refused (it needs 16 to train + 8 held out) and never tried again."""
+    from stream.recorder import RETRAIN_MIN_FRAMES
+    from training.retrain import split_footage
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"retrain: {{min_frames: {RETRAIN_MIN_FRAMES - 1}}}\n")
+    with pytest.raises(UserError, match="retrain.min_frames"):
+        load_config(path, use_env=False)
+    path.write_text(f"retrain: {{min_frames: {RETRAIN_MIN_FRAMES}}}\n")
+    cfg = load_config(path, use_env=False)
+    entries = [{"t": float(i), "file": f"{i}.jpg"} for i in range(cfg.retrain.min_frames)]
+    train, held = split_footage(entries, 600)  # what the daemon would start with is enough for retrain
+    assert len(train) + len(held) == RETRAIN_MIN_FRAMES
+
+
+def test_recording_defaults_are_the_recorders():
+    from stream.config import RecordingSection
+    from stream.recorder import RecordPolicy
+
+    assert RecordingSection().policy() == RecordPolicy()

@@ -45,15 +45,13 @@ import yaml
 
 from stream.argtypes import fraction
 from stream.errors import UserError
-from stream.recorder import MANIFEST, read_manifest
+from stream.recorder import MANIFEST, RETRAIN_MIN_FRAMES, RETRAIN_MIN_HOLDOUT, RETRAIN_MIN_TRAIN, read_manifest
 from training.rollback import (CURRENT, DEFAULT_KEEP, camera_dir, camera_lock, history_entries,
                                promote, read_model_version)
 
 log = logging.getLogger("sparsecam.retrain")
 
 HOLDOUT_SHARE = 0.2
-MIN_HOLDOUT = 8
-MIN_TRAIN = 16
 DEFAULT_MAX_FRAMES = 600
 SNAPSHOT_FORMAT = 1
 
@@ -87,13 +85,13 @@ def recorded_frames(rec_dir: Path) -> list[dict[str, Any]]:
 
 def split_footage(entries: list[dict[str, Any]], max_frames: int) -> tuple[list[dict], list[dict]]:
     """(train, holdout): the newest ``max_frames``; the newest 20 % (>= 8) held out, >= 16 to train."""
-    need = MIN_TRAIN + MIN_HOLDOUT
+    need = RETRAIN_MIN_FRAMES
     if max_frames < need:
         raise UserError(f"--max-frames {max_frames} is too small: retraining needs at least {need} frames")
     chosen = entries[-max_frames:]
     if len(chosen) < need:
         raise UserError(f"not enough footage: {len(chosen)} frames, need {need}; let the daemon record longer")
-    n_hold = max(MIN_HOLDOUT, int(round(HOLDOUT_SHARE * len(chosen))))
+    n_hold = max(RETRAIN_MIN_HOLDOUT, int(round(HOLDOUT_SHARE * len(chosen))))
     return chosen[:-n_hold], chosen[-n_hold:]
 
 
@@ -182,8 +180,8 @@ def _new_snapshot(work: Path, rec_dir: Path, opts: RetrainOptions) -> tuple[dict
     work.mkdir(parents=True)
     train_e = _link_frames(train_e, rec_dir, work / "frames")
     hold_e = _link_frames(hold_e, rec_dir, work / "holdout")
-    if len(train_e) < MIN_TRAIN or len(hold_e) < MIN_HOLDOUT:
-        raise UserError(f"not enough footage: {len(train_e) + len(hold_e)} frames, need {MIN_TRAIN + MIN_HOLDOUT}; "
+    if len(train_e) < RETRAIN_MIN_TRAIN or len(hold_e) < RETRAIN_MIN_HOLDOUT:
+        raise UserError(f"not enough footage: {len(train_e) + len(hold_e)} frames, need {RETRAIN_MIN_FRAMES}; "
                         "let the daemon record longer")
     snap = {
         "format": SNAPSHOT_FORMAT, "camera": opts.camera, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
