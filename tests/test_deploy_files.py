@@ -132,7 +132,9 @@ def test_dashboard_panels():
 def test_alert_rules():
     rules = {r["alert"]: r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]}
     assert rules["SparsecamCameraDown"]["expr"].startswith("sparsecam_camera_up == 0 unless sparsecam_camera_ended == 1") and rules["SparsecamCameraDown"]["for"] == "1m"
-    assert rules["SparsecamStaleFrames"]["expr"] == "time() - sparsecam_last_frame_timestamp_seconds > 30"
+    stale = rules["SparsecamStaleFrames"]["expr"]  # only for a camera up and with a frame seen (promtool cases cam2, clip0)
+    assert "time() - sparsecam_last_frame_timestamp_seconds > 30" in stale
+    assert "and sparsecam_last_frame_timestamp_seconds > 0" in stale and "and sparsecam_camera_up == 1" in stale
     assert rules["SparsecamLatencyP99High"]["for"] == "5m"
     assert "histogram_quantile(0.99" in rules["SparsecamLatencyP99High"]["expr"]
     assert 'result="failure"' in rules["SparsecamModelReloadFailed"]["expr"]
