@@ -167,25 +167,38 @@ def format_errors(exc: ValidationError, source: str) -> str:
 
 
 def _env_overrides(data: dict) -> list[str]:
-    """SPARSECAM_MODEL__PATH=/x.onnx sets model.path in ``data`` ('__' separates levels; YAML values).
-
-    Returns the variables applied."""
+    """SPARSECAM_MODEL__PATH=/x.onnx sets model.path in ``data`` ('__' separates levels, a number
+    is a list index: SPARSECAM_CAMERAS__0__SOURCE; values are YAML). Returns the variables applied."""
     applied = []
-    for key, raw in os.environ.items():
+    for key, raw in sorted(os.environ.items()):
         if not key.startswith(ENV_PREFIX) or key == "SPARSECAM_DATA":
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                break
-        else:
-            try:
-                node[path[-1]] = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                raise UserError(f"environment variable {key}={raw!r} is not a YAML value; quote it or unset it") from None
-            applied.append(key)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UserError(f"environment variable {key}={raw!r} is not a YAML value; quote it or unset it") from None
+        node: dict | list = data
+        for depth, part in enumerate(path):
+            where = ".".join(path[:depth]) or "the configuration"
+            last = depth == len(path) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"environment variable {key}: {where} is a list of {len(node)}; "
+                                    f"use an index 0-{len(node) - 1} after {where.split('.')[-1].upper()}__")
+                index: int | str = int(part)
+            elif isinstance(node, dict):
+                index = part
+            else:
+                raise UserError(f"environment variable {key}: {where} is a single value, not a section")
+            if last:
+                node[index] = value  # type: ignore[index]
+            else:
+                child = node[index] if isinstance(node, list) else node.get(index)  # type: ignore[arg-type]
+                if child is None:  # a missing or empty section ('model:' with nothing under it)
+                    child = node[index] = {}  # type: ignore[index]
+                node = child
+        applied.append(key)
     return applied
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,28 @@ def test_recording_defaults_are_the_recorders():
     from stream.recorder import RecordPolicy
 
     assert RecordingSection().policy() == RecordPolicy()
+
+
+def test_env_overrides_reach_list_items_and_empty_sections(tmp_path, monkeypatch):
+    """SPARSECAM_CAMERAS__0__SOURCE was silently ignored (the cameras are a list), and so was any
+    override under a section left empty in the file."""
+    path = tmp_path / "c.yaml"
+    path.write_text("cameras:\n  - {id: a, source: synthetic}\n  - {id: b, source: synthetic}\nmodel:\n")
+    monkeypatch.setenv("SPARSECAM_CAMERAS__1__SOURCE", "synthetic:seed=3")
+    monkeypatch.setenv("SPARSECAM_MODEL__CLEANUP", "false")
+    cfg = load_config(path)
+    assert [c.source for c in cfg.cameras] == ["synthetic", "synthetic:seed=3"] and cfg.model.cleanup is False
+
+
+@pytest.mark.parametrize("var, words", [
+    ("SPARSECAM_CAMERAS__2__SOURCE", "cameras is a list of 2; use an index 0-1 after CAMERAS__"),
+    ("SPARSECAM_CAMERAS__SOURCE", "cameras is a list of 2"),
+    ("SPARSECAM_STATUS_LINE__X", "status_line is a single value, not a section"),
+])
+def test_env_overrides_that_cannot_apply_are_one_line(tmp_path, monkeypatch, var, words):
+    path = tmp_path / "c.yaml"
+    path.write_text("cameras:\n  - {id: a, source: synthetic}\n  - {id: b, source: synthetic}\nstatus_line: true\n")
+    monkeypatch.setenv(var, "x")
+    with pytest.raises(UserError, match=re.escape(words)) as info:
+        load_config(path)
+    assert var in str(info.value)
