@@ -360,7 +360,7 @@ class Daemon:
         groups: list[tuple[EngineLike, list[Frame]]] = []
         if self.cfg.model.batch_cameras and len(frames) > 1:
             by_key: dict[tuple, list[Frame]] = {}
-            for f in frames:  # one batch per (model, frame size); a swap lands between steps
+            for f in frames:  # one batch per (model, frame size); a reload's swap applies from the next lookup
                 by_key.setdefault((id(self.engines[f.camera]), f.image.shape), []).append(f)
             groups = [(self.engines[g[0].camera], g) for g in by_key.values()]
         else:

@@ -1,4 +1,5 @@
-"""The daemon's HTTP side: /metrics, /healthz, /readyz and a live /preview, in one thread.
+"""The daemon's HTTP side: /metrics, /healthz, /readyz and a live /preview, off the main loop
+(a background accept thread, one thread per request).
 
 * ``/metrics``: the daemon's Prometheus registry (text format).
 * ``/healthz``: 200 while the main loop beats (``Health.beat()`` each iteration), else 503.

@@ -7,7 +7,8 @@ series exists, at zero, from the first scrape. The daemon feeds it with a few ca
 
 * ``observe_frame(...)`` once per published mask (latencies, bytes, foreground ratio);
 * ``sync_camera(camera_thread)`` once per loop iteration (captured/dropped/reconnect
-  counters from the capture thread's cumulative counts, camera up, queue depth);
+  counters from the capture thread's cumulative counts, queue depth);
+* ``camera_state(camera, up, ended)`` with the daemon's own up/ended decision;
 * ``set_model(camera, version, provider)`` and ``model_reloaded(ok)`` around (re)loads.
 
 ``METRIC_NAMES`` lists the exposed sample names (what PromQL sees), for dashboards.
@@ -23,7 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 STAGES = ("capture", "preprocess", "inference", "encode", "publish")
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 # overrun: the capture thread replaced a frame nobody had read yet (live source, slow model);
-# read_error: a failed read from a live source; publish: ZeroMQ refused the mask (high-water mark).
+# read_error: a frame that could not be read or used (a failed read from a live source, an empty or
+# corrupt frame of any source); publish: ZeroMQ refused the mask (high-water mark).
 DROP_REASONS = ("overrun", "read_error", "publish")
 RELOAD_RESULTS = ("success", "failure")
 
@@ -33,7 +35,7 @@ _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "frames_captured": ("counter", "Frames read from the camera", ("camera",)),
     "masks_published": ("counter", "Masks handed to ZeroMQ", ("camera",)),
     "frames_dropped": ("counter", "Frames or masks lost, by reason (overrun, read_error, publish)", ("camera", "reason")),
-    "camera_reconnects": ("counter", "Times a live camera was reopened after failed reads", ("camera",)),
+    "camera_reconnects": ("counter", "Attempts to (re)open the camera's source, failed ones included (after a failed open, failed reads, a stall, a looping file coming back)", ("camera",)),
     "model_reloads": ("counter", "Model reloads by result (success, failure)", ("result",)),
     "publish_bytes": ("counter", "Bytes of mask messages handed to ZeroMQ", ("camera",)),
     "end_to_end_latency_seconds": ("histogram", "Capture to publish latency of each mask", ("camera",)),

@@ -11,7 +11,7 @@ A mask is a ZeroMQ multipart message ``[topic, header, payload]``:
   then zlib level 1, the default) or ``png`` (8-bit grayscale 0/255).
 
 A status message is ``[status/<camera>/, {"v", "camera", "state": "online"|"offline", "t",
-...optional fields (fps, model_version, reason)}, b""]``.
+...optional fields (the daemon sends model_version, provider, reason)}, b""]``.
 
 :func:`decode` validates everything and raises only :class:`ProtocolError` for bad input: a
 subscriber can feed it anything that arrives on a socket. Decompression is always bounded.

@@ -4,7 +4,7 @@ Usage (from the daemon's single publishing thread, or several: sends are seriali
 
     with MaskPublisher(["tcp://*:5556"]) as pub:
         pub.publish_mask("cam1", seq, mask, t_capture, t_inference_done, "model-v3")
-        pub.maybe_heartbeat(["cam1"], fps=24.8)
+        pub.maybe_heartbeat({"cam1": {"model_version": "model-v3"}})
 
 An ``ipc://`` socket file this publisher bound is removed when it closes (libzmq leaves it since
 4.2), unless another process has bound the same path since.
