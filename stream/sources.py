@@ -245,7 +245,10 @@ class VideoFileSource(_CvSource):
         if img is None and self.loop and self._cap is not None:
             if not os.path.isfile(self.target):
                 raise SourceGone(f"video file {self.name} disappeared")
-            super().open()  # reopening is more reliable than seeking to frame 0
+            try:
+                super().open()  # reopening is more reliable than seeking to frame 0
+            except UserError as exc:  # being replaced, say: wait for it like a vanished one
+                raise SourceGone(str(exc)) from None
             img = super().read()  # still None: an empty file, end of stream
         return img
 

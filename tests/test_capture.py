@@ -425,6 +425,24 @@ def test_looping_video_file_deleted_then_restored(tmp_path: Path) -> None:
         cam.stop()
 
 
+def test_looping_video_file_unreadable_for_a_while_is_waited_for(tmp_path: Path) -> None:
+    """A looping file that cannot be decoded when the loop reopens it (being replaced) ended the
+    camera for good; it is waited for like a vanished one."""
+    path = _write_video(tmp_path / "clip.avi", 5)
+    good = path.read_bytes()
+    cam = CameraThread("c", make_source(str(path), fps=100, loop=True), pace=True, reopen_delay=0.05, max_reopen_delay=0.1).start()
+    try:
+        assert cam.get(timeout=2) is not None
+        path.write_bytes(b"half-copied, not a video yet")
+        assert _wait(lambda: cam.last_error is not None and "cannot read video file" in cam.last_error)
+        assert cam.running and cam.error is None
+        path.write_bytes(good)
+        assert _wait(lambda: cam.last_error is None)
+        assert cam.get(timeout=2) is not None
+    finally:
+        cam.stop()
+
+
 # ------------------------------------------------------------------ network stream (local MJPEG server)
 
 
