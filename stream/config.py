@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stream.errors import UserError
 from stream.modelinfo import BUNDLED_CAMERA, BUNDLED_MODEL
+from stream.protocol import validate_camera
 from stream.recorder import MB, RETRAIN_MIN_FRAMES, RecordPolicy
 ENV_PREFIX = "SPARSECAM_"
 
@@ -36,7 +37,7 @@ class _Strict(BaseModel):
 
 
 class CameraConfig(_Strict):
-    id: str = Field("cam0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    id: str = "cam0"  # the rule is stream.protocol.validate_camera (topics, recordings, model folders)
     source: str = "synthetic"
     size: tuple[int, int] | None = None  # resize captured frames to WxH
     fps: float | None = Field(None, gt=0)  # synthetic: frames per second (then live); file/folder: with pace
@@ -47,6 +48,7 @@ class CameraConfig(_Strict):
     roi: Path | None = None  # region image: white = watched, black = cleared from every mask (a clock, a neighbour's window)
 
     _size = field_validator("size", mode="before")(_parse_size)
+    _id = field_validator("id")(validate_camera)
 
     @field_validator("source", mode="before")
     @classmethod

@@ -59,9 +59,13 @@ class ProtocolError(ValueError):
 
 
 def validate_camera(camera: object) -> str:
-    """Return ``camera`` if it is a valid id (``[A-Za-z0-9_.-]{1,64}``), else raise ProtocolError."""
-    if not isinstance(camera, str) or not _CAMERA_RE.match(camera):
-        raise ProtocolError(f"invalid camera id {camera!r}: use 1-64 characters from A-Z a-z 0-9 _ . -")
+    """Return ``camera`` if it is a valid id, else raise ProtocolError (a ValueError).
+
+    The one rule for camera ids, everywhere (config, topics, recordings and model folders):
+    ``[A-Za-z0-9_.-]{1,64}`` but not ``.`` or ``..``, which as folder names would leave the
+    recordings or models folder."""
+    if not isinstance(camera, str) or not _CAMERA_RE.match(camera) or camera in (".", ".."):
+        raise ProtocolError(f"invalid camera id {camera!r}: use 1-64 characters from A-Z a-z 0-9 _ . - (not '.' or '..')")
     return camera
 
 

@@ -170,3 +170,12 @@ def test_env_overrides_that_cannot_apply_are_one_line(tmp_path, monkeypatch, var
     with pytest.raises(UserError, match=re.escape(words)) as info:
         load_config(path)
     assert var in str(info.value)
+
+
+@pytest.mark.parametrize("camera_id", ["..", ".", "a/b"])
+def test_camera_id_is_the_protocols_rule(tmp_path, camera_id):
+    """'..' passed the config's own pattern and became recordings/.. and <model.dir>/../current.onnx."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"cameras": [{"id": camera_id}]}))
+    with pytest.raises(UserError, match=r"cameras\.0\.id.*invalid camera id"):
+        load_config(path, use_env=False)

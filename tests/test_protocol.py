@@ -31,7 +31,7 @@ from stream.protocol import (
     validate_endpoint,
 )
 
-cameras = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)
+cameras = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True).filter(lambda c: c not in (".", ".."))
 fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -111,7 +111,8 @@ def test_status_round_trip() -> None:
 def test_topics_and_camera_ids() -> None:
     assert mask_topic("cam1") == b"mask/cam1/" and status_topic("cam1") == b"status/cam1/"
     assert not mask_topic("cam10").startswith(mask_topic("cam1"))
-    for bad in ["", "a/b", "x" * 65, "caméra", "a b", None, 5]:
+    assert validate_camera("...") == "..." and validate_camera(".cam") == ".cam"  # plain names
+    for bad in ["", "a/b", "x" * 65, "caméra", "a b", None, 5, ".", ".."]:  # '..' as a folder leaves recordings/
         with pytest.raises(ProtocolError):
             validate_camera(bad)
 

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from stream.errors import UserError
+from stream.protocol import ProtocolError, validate_camera
 
 log = logging.getLogger("sparsecam.rollback")
 
@@ -34,16 +35,16 @@ TMP = ".current.onnx.tmp"
 HISTORY = "history"
 ROLLED_BACK = "-rolledback"
 LOCK = ".lock"
-CAMERA_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # as stream.config.CameraConfig.id
 HISTORY_RE = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)-(.+?)(-rolledback)?\.onnx$")
 DEFAULT_KEEP = 5
 
 
 def camera_dir(models: Path, camera: str) -> Path:
     """``<models>/<camera>``; the id must be a plain name (no path tricks)."""
-    if not CAMERA_RE.match(camera) or camera in (".", ".."):
-        raise UserError(f"camera id {camera!r} is not valid: use 1-64 letters, digits, '_', '.' or '-' (as in the daemon's config)")
-    return Path(models) / camera
+    try:
+        return Path(models) / validate_camera(camera)
+    except ProtocolError as exc:
+        raise UserError(f"{exc} (as in the daemon's config)") from None
 
 
 def utc_stamp() -> str:
