@@ -26,6 +26,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from stream.errors import UserError
+from stream.pacing import Pacer
 from stream.sources import Source, SourceGone, redact, valid_frame
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,7 @@ class CameraThread:
 
     def _run(self) -> None:
         src = self.source
-        paced = self.pace and not src.live and bool(src.fps)
-        period = 1.0 / src.fps if paced and src.fps else 0.0
-        next_t = time.monotonic()
+        pacer = Pacer(src.fps) if self.pace and not src.live and src.fps else None
         consecutive = 0  # bad reads in a row
         delay = self.reopen_delay
         opened = self._opened
@@ -205,14 +204,13 @@ class CameraThread:
                         break
                     opened = self._try_open()
                     if opened:
-                        consecutive, last_good, next_t = 0, time.monotonic(), time.monotonic()
+                        consecutive, last_good = 0, time.monotonic()
+                        if pacer is not None:
+                            pacer.restart()
                     delay = min(delay * 2, self.max_reopen_delay)
                     continue
-                if paced:
-                    wait = next_t - time.monotonic()
-                    if wait > 0 and self._stop.wait(wait):
-                        break
-                    next_t = max(next_t + period, time.monotonic() - 1.0)
+                if pacer is not None and not pacer.wait(self._stop):
+                    break
                 bad: str | None = None
                 try:
                     img = src.read()

@@ -18,7 +18,6 @@ import os
 import re
 import socket
 import threading
-import time
 from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from stream.errors import UserError
+from stream.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ class SyntheticSource(Source):
         self.last_gt: np.ndarray | None = None
         self.index = start
         self._scene = None
-        self._t0 = 0.0
+        self._pacer = Pacer(fps) if fps else None
 
     def open(self) -> None:
         from stream.synthetic import SyntheticScene
@@ -378,7 +378,8 @@ class SyntheticSource(Source):
             self._scene = SyntheticScene(self.cfg)
         self.index = self.start
         self.ended = False
-        self._t0 = time.monotonic()
+        if self._pacer is not None:
+            self._pacer.restart()
 
     def read(self) -> np.ndarray | None:
         if self._scene is None:
@@ -387,15 +388,8 @@ class SyntheticSource(Source):
         if self.frames is not None and n >= self.frames:
             self.ended = True
             return None
-        if self.fps:
-            delay = self._t0 + n / self.fps - time.monotonic()
-            slack = max(1.0, 2.0 / self.fps)  # two frame periods at least: fps below 1 waits over a second a frame
-            if delay > slack:  # far ahead: the clock jumped; re-anchor
-                self._t0, delay = time.monotonic() - n / self.fps, 0.0
-            elif delay < -slack:  # far behind: skip ahead like a camera would, without bursting
-                self._t0 = time.monotonic() - n / self.fps
-            if delay > 0 and self.cancel.wait(delay):
-                return None
+        if self._pacer is not None and not self._pacer.wait(self.cancel):
+            return None
         img, gt = self._scene.frame(self.index)  # type: ignore[union-attr]
         self.last_gt = gt
         self.index += 1
