@@ -140,13 +140,13 @@ class DaemonConfig(_Strict):
     retrain: RetrainSection = Field(default_factory=RetrainSection)
 
     def camera_model(self, cam: CameraConfig) -> tuple[Path, bool]:
-        """(model path of this camera, whether it may bootstrap while that file is missing)."""
+        """(model path of this camera, whether it bootstraps now: MOG2 masks until that file appears)."""
         if cam.model is not None:
             return cam.model, False
         if self.model.dir is not None:
             path = self.model.dir / cam.id / "current.onnx"
             if path.exists() or self.model.bootstrap:
-                return path, self.model.bootstrap
+                return path, self.model.bootstrap and not path.exists()
         return self.model.resolved_path(), False
     status_line: bool = True  # a live line each second on stderr
 

@@ -89,11 +89,11 @@ class Daemon:
         if problem:  # bootstrapping cameras would wait for a model forever
             raise UserError(problem)
         for cam in cfg.cameras:
-            path, may_bootstrap = cfg.camera_model(cam)
+            path, bootstraps = cfg.camera_model(cam)
             self.model_paths[cam.id] = path
             if engine is not None:
                 self.engines[cam.id] = engine
-            elif may_bootstrap and not path.exists():
+            elif bootstraps:
                 log.warning("camera %s has no model yet (%s): serving MOG2 masks until one appears", cam.id, path)
                 self.engines[cam.id] = Mog2Engine()
                 self.bootstrapping.add(cam.id)

@@ -31,8 +31,8 @@ def problems(cfg: DaemonConfig) -> list[str]:
 
     for cam in cfg.cameras:
         attempt(lambda cam=cam: make_source(cam.source, size=cam.size, fps=cam.fps, loop=cam.loop))
-        path, may_bootstrap = cfg.camera_model(cam)
-        problem = None if may_bootstrap and not path.exists() else model_file_problem(path)  # bootstrap: MOG2 until one exists
+        path, bootstraps = cfg.camera_model(cam)
+        problem = None if bootstraps else model_file_problem(path)  # bootstrap: MOG2 until one exists
         if problem:
             found.append(f"camera {cam.id}: {problem}")
         if cam.roi is not None:
