@@ -131,13 +131,17 @@ class Daemon:
         self.retrains: dict[str, subprocess.Popen] = {}
         # a daemon started after today's slot waits for tomorrow's
         self._nightly_done = time.strftime("%Y-%m-%d") if cfg.retrain.nightly_at and nightly_due(time.localtime(), cfg.retrain.nightly_at, "") else ""
-        # SNDHWM must hold one burst (a mask per camera) or a fast subscriber loses masks too.
-        self.publisher = MaskPublisher(
-            cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding,
-            heartbeat_interval=cfg.publish.status_interval,
-            curve_secret_key=cfg.security.server_secret_key if cfg.security.curve else None,
-            curve_allowed_dir=cfg.security.allowed_clients_dir,
-        )
+        try:
+            # SNDHWM must hold one burst (a mask per camera) or a fast subscriber loses masks too.
+            self.publisher = MaskPublisher(
+                cfg.publish.endpoints, sndhwm=max(cfg.publish.sndhwm, 2 * len(cfg.cameras)), encoding=cfg.publish.encoding,
+                heartbeat_interval=cfg.publish.status_interval,
+                curve_secret_key=cfg.security.server_secret_key if cfg.security.curve else None,
+                curve_allowed_dir=cfg.security.allowed_clients_dir,
+            )
+        except BaseException:
+            self._close_recorders(timeout=0.5)
+            raise
         try:
             self.health.set_sockets_bound(True)
             for cam in cfg.cameras:
@@ -147,7 +151,14 @@ class Daemon:
                 self.http = HttpServer(cfg.metrics.bind, self.metrics.registry, self.health, self.preview, ids).start()
         except BaseException:
             self.publisher.close([])
+            self._close_recorders(timeout=0.5)
             raise
+
+    def _close_recorders(self, timeout: float) -> None:
+        """Write what each recorder has queued, all of them within ``timeout`` s together."""
+        deadline = time.monotonic() + timeout
+        for rec in self.recorders.values():
+            rec.close(timeout=max(0.05, deadline - time.monotonic()))
 
     @property
     def engine(self) -> EngineLike:
@@ -335,8 +346,7 @@ class Daemon:
         deadline = time.monotonic() + SHUTDOWN_S
         for reloader in self.reloaders:
             reloader.stop(wait=max(0.05, deadline - time.monotonic()))
-        for rec in self.recorders.values():
-            rec.close(timeout=max(0.05, deadline - time.monotonic()))
+        self._close_recorders(timeout=max(0.05, deadline - time.monotonic()))
         if self.http is not None:
             self.http.stop()
 

@@ -217,3 +217,29 @@ def test_a_model_that_is_a_folder_or_a_checkpoint_says_so(tmp_path, case):
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert ("is a folder" if case == "folder" else "sparsecam export") in res.stderr.splitlines()[-1]
+
+
+def test_a_daemon_that_cannot_bind_leaves_no_recorder_running(tmp_path):
+    """Daemon() raising half way (the port taken) left its recorder threads running in the process."""
+    import threading
+
+    import zmq
+
+    from stream.config import DaemonConfig
+    from stream.daemon import Daemon
+    from stream.errors import UserError
+
+    ctx = zmq.Context.instance()
+    taken = ctx.socket(zmq.PUB)
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        cfg = DaemonConfig.model_validate({
+            "cameras": [{"id": "cam0", "source": "synthetic"}], "status_line": False, "metrics": {"enabled": False},
+            "publish": {"endpoints": [f"tcp://127.0.0.1:{port}"]},
+            "recording": {"enabled": True, "dir": str(tmp_path / "rec")}})
+        with pytest.raises(UserError, match="cannot bind"):
+            Daemon(cfg)
+    finally:
+        taken.close(linger=0)
+    time.sleep(0.2)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("record-")]
