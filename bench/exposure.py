@@ -22,7 +22,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.cli import check_out, json_target, run  # noqa: E402
 from bench.quality import add_set_args, chosen_sets, train_model  # noqa: E402
+from stream.errors import UserError  # noqa: E402
 from bench.report import write_json  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 
@@ -63,14 +65,17 @@ def main() -> int:
     ap.add_argument("--model", type=Path, help="evaluate this checkpoint (with one --set) instead of training one")
     ap.add_argument("--factors", type=parse_factors, default=list(DEFAULT_FACTORS), help="exposure factors, comma-separated")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "exposure", help="where the trained runs go")
-    ap.add_argument("--json", type=Path, help="write {set: {on|off: {factor: F}}} here")
+    ap.add_argument("--json", type=json_target, help="write {set: {on|off: {factor: F}}} here")
     args = ap.parse_args()
     sets = chosen_sets(args)
-    if sets is None:
-        return 2
     if args.model is not None and len(sets) != 1:
-        print("--model needs exactly one --set (the scene it was trained on)", file=sys.stderr)
-        return 2
+        raise UserError("--model needs exactly one --set (the scene it was trained on)")
+    if args.model is not None:
+        from training.checkpoint import load_checkpoint
+
+        load_checkpoint(args.model)  # a missing or foreign file: one line now, not a traceback after the set loads
+    else:
+        check_out(args.out, args.data)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in sets:
@@ -101,4 +106,4 @@ def markdown(results: dict, factors: list[float]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -26,7 +26,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.cli import check_out, json_target, replace_run, run  # noqa: E402
 from bench.report import write_json  # noqa: E402
+from stream.argtypes import integer  # noqa: E402
 from stream.errors import UserError  # noqa: E402
 from training.data import VIDEO_EXTS, default_data_root  # noqa: E402
 
@@ -44,14 +46,8 @@ def train_clip(clip: Path, out: Path, steps: int | None) -> dict[str, Any]:
     """The default recipe on the whole clip (seed 0); returns the run's summary."""
     from training.train import TrainConfig, train
 
-    cfg = TrainConfig(footage=[str(clip)])
-    if steps:
-        cfg.steps = steps
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    return train(cfg, out, progress=sys.stderr.isatty())
+    cfg = TrainConfig(footage=[str(clip)], **({"steps": steps} if steps is not None else {}))
+    return train(cfg, out, progress=True)  # in a log: a line every 30 s
 
 
 def masks_of(clip: Path, model: Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -117,29 +113,30 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data_root(), help=f"data folder holding {FOLDER}/ (default ../shared/data)")
     ap.add_argument("--clip", action="append", dest="clips", help="clip name in that folder (repeatable; default: all)")
-    ap.add_argument("--steps", type=int, help="training steps (default: the trainer's default)")
+    ap.add_argument("--steps", type=integer(1), help="training steps (default: the trainer's default)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "footage", help="runs and sheet.png go here")
-    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--json", type=json_target, help="write the figures here")
     args = ap.parse_args()
     folder = args.data / FOLDER
     if not folder.is_dir():
-        print(f"{folder} not found; pass --data", file=sys.stderr)
-        return 2
+        raise UserError(f"{folder} not found; pass --data")
+    check_out(args.out, args.data)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; give a folder for the runs and sheet.png")
     clips = clips_in(folder)
     if args.clips:
         by_name = {c.name: c for c in clips} | {c.stem: c for c in clips}
         unknown = [n for n in args.clips if n not in by_name]
         if unknown:
-            print(f"no clip {', '.join(unknown)} in {folder}; there are: {', '.join(c.name for c in clips)}", file=sys.stderr)
-            return 2
+            raise UserError(f"no clip {', '.join(unknown)} in {folder}; there are: {', '.join(c.name for c in clips)}")
         clips = [by_name[n] for n in args.clips]
     if not clips:
-        print(f"no videos or image folders in {folder}", file=sys.stderr)
-        return 2
+        raise UserError(f"no videos or image folders in {folder}")
     results: dict[str, dict[str, Any]] = {}
     rows = []
     for clip in clips:
         print(f"== {clip.name}", file=sys.stderr, flush=True)
+        replace_run(args.out / clip.stem)  # an earlier run of this clip, never anything else
         try:
             summary = train_clip(clip, args.out / clip.stem, args.steps)
             if summary is None:  # interrupted: the checkpoint is saved, nothing to show
@@ -166,4 +163,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -26,7 +26,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.cli import json_target, run  # noqa: E402
 from bench.report import write_json  # noqa: E402
+from stream.argtypes import bounded, integer, seconds, size_wxh  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.maskclean import clean_masks  # noqa: E402
 from stream.modelinfo import BUNDLED_MODEL, INPUT_NAME, MASK_OUTPUT, SCORE_MODEL_OUTPUT  # noqa: E402
@@ -66,11 +68,11 @@ def stage_means(metrics_url: str) -> dict[str, float]:
     return {k: 1000 * sums[k] / counts[k] for k in sums if counts.get(k)}
 
 
-def daemon_run(tmp: Path, model: Path, size: str, fps: float | None, seconds: float) -> dict:
+def daemon_run(tmp: Path, model: Path, size: str, fps: float | None, seconds: float, threads: int = 0) -> dict:
     cam = {"id": "bench", "source": f"synthetic:size={size}"}
-    if fps:
+    if fps is not None:
         cam["fps"] = fps
-    proc, ep = start_daemon(tmp, {"cameras": [cam], "model": {"path": str(model)}})
+    proc, ep = start_daemon(tmp, {"cameras": [cam], "model": {"path": str(model), "intra_op_threads": threads}})
     lat, stamps = [], []
     try:
         with MaskSubscriber([ep], max_age=None, rcvhwm=100) as sub:
@@ -98,20 +100,21 @@ def main() -> int:
     import tempfile
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["320x240", "640x480"])
-    ap.add_argument("--model", type=Path, default=BUNDLED_MODEL)
-    ap.add_argument("--seconds", type=float, default=8.0, help="measuring time per loop")
-    ap.add_argument("--fps", type=float, default=30.0, help="camera rate for the latency run")
-    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--sizes", type=size_wxh, nargs="+", default=[(320, 240), (640, 480)], help="frame sizes WxH (default 320x240 640x480)")
+    ap.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="an exported .onnx model (default: the bundled one)")
+    ap.add_argument("--seconds", type=seconds, default=8.0, help="measuring time per loop (default 8)")
+    ap.add_argument("--fps", type=bounded(0.0, low_open=True, what="a frame rate > 0"), default=30.0,
+                    help="camera rate for the latency run (default 30)")
+    ap.add_argument("--threads", type=integer(0), default=0, help="onnxruntime intra-op threads, in the bare loop and the daemon (0 = default)")
+    ap.add_argument("--json", type=json_target, help="write {size: {fps, p50_ms, ...}} here")
     args = ap.parse_args()
     engine = Engine(args.model, intra_op_threads=args.threads)
     print(f"model {args.model.name} [{engine.model_version}] {engine.info.width}x{engine.info.height} on {engine.provider}", file=sys.stderr)
     results = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for size in args.sizes:
-            w, h = (int(v) for v in size.split("x"))
+        for w, h in args.sizes:
+            size = f"{w}x{h}"
             scene = SyntheticScene(SceneConfig(width=w, height=h))
             frames = [scene.frame(t)[0] for t in range(60)]
             infer = timed_loop(engine.run, frames, args.seconds)
@@ -122,8 +125,8 @@ def main() -> int:
             mog = cv2.createBackgroundSubtractorMOG2()
             mog2 = timed_loop(mog.apply, frames, args.seconds)
             print(f"{size}: inference {np.median(infer):.2f} ms (clean-up {np.median(cleanup):.2f} of it), MOG2 {np.median(mog2):.2f} ms; running the daemon...", file=sys.stderr, flush=True)
-            sustained = daemon_run(tmp, args.model, size, None, args.seconds)
-            paced = daemon_run(tmp, args.model, size, args.fps, args.seconds)
+            sustained = daemon_run(tmp, args.model, size, None, args.seconds, args.threads)
+            paced = daemon_run(tmp, args.model, size, args.fps, args.seconds, args.threads)
             results[size] = {
                 "fps": round(sustained["fps"], 1),
                 "p50_ms": round(paced["p50_ms"], 2),
@@ -156,4 +159,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

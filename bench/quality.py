@@ -25,7 +25,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.cli import check_out, json_target, replace_run, run  # noqa: E402
 from bench.report import write_json  # noqa: E402
+from stream.argtypes import integer  # noqa: E402
+from stream.errors import UserError  # noqa: E402
 from training.data import default_data_root  # noqa: E402
 from training.evaluate import evaluate, plot_panel  # noqa: E402
 
@@ -50,18 +53,14 @@ def train_model(name: str, root: Path, out: Path, steps: int | None, input_mode:
     from training.train import TrainConfig, train
 
     frames, _ = TRAIN_FRAMES.get(name, (None, ""))
-    cfg = TrainConfig(footage=[str(root)], frame_range=frames, seed=seed)
+    overrides = {"steps": steps} if steps is not None else {}
     if input_mode:
-        cfg.input_mode = input_mode
-    if steps:
-        cfg.steps = steps
+        overrides["input_mode"] = input_mode
+    cfg = TrainConfig(footage=[str(root)], frame_range=frames, seed=seed, **overrides)  # checked as `sparsecam train` checks them
     run = out / (name if seed == 0 else f"{name}-seed{seed}")
-    if run.exists():
-        import shutil
-
-        shutil.rmtree(run)
+    replace_run(run)
     t0 = time.time()
-    summary = train(cfg, run, progress=sys.stderr.isatty())
+    summary = train(cfg, run, progress=True)  # in a log: a line every 30 s
     summary["wall_seconds"] = round(time.time() - t0, 1)
     return run / "model.pt", summary
 
@@ -99,30 +98,31 @@ def add_set_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--set", action="append", dest="sets", help="set name (repeatable; default: every set with ground truth)")
 
 
-def chosen_sets(args: argparse.Namespace) -> list[str] | None:
-    """The sets named by --set, else every set with ground truth under --data; None (and a message) when --data is missing."""
+def chosen_sets(args: argparse.Namespace) -> list[str]:
+    """The sets named by --set, else every set with ground truth under --data (UserError when there is none)."""
     if not args.data.is_dir():
-        print(f"data folder {args.data} not found; pass --data", file=sys.stderr)
-        return None
-    return args.sets or [p.name for p in sorted(args.data.iterdir()) if (p / "groundtruth").is_dir()]
+        raise UserError(f"data folder {args.data} not found; pass --data")
+    labeled = [p.name for p in sorted(args.data.iterdir()) if (p / "groundtruth").is_dir()]
+    for name in args.sets or []:
+        if name not in labeled:
+            raise UserError(f"{args.data / name} is not a labeled set (no groundtruth/ folder); labeled sets there: {', '.join(labeled) or 'none'}")
+    if not labeled:
+        raise UserError(f"no labeled set (a folder with groundtruth/) in {args.data}")
+    return args.sets or labeled
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_set_args(ap)
-    ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--steps", type=int, help="training steps (default: the trainer's default)")
+    ap.add_argument("--json", type=json_target, help="write the results here")
+    ap.add_argument("--steps", type=integer(1), help="training steps (default: the trainer's default)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "quality", help="where the trained runs go")
     ap.add_argument("--no-classic", action="store_true", help="evaluate only the trained model")
-    ap.add_argument("--seeds", type=int, default=1, help="train this many models per set (seeds 0..K-1) and report the spread of F")
+    ap.add_argument("--seeds", type=integer(1), default=1, help="train this many models per set (seeds 0..K-1) and report the spread of F")
     ap.add_argument("--input-mode", choices=["frame", "background"], help="train this input mode instead of the default (to compare them)")
     args = ap.parse_args()
-    if args.seeds < 1:
-        print("--seeds must be at least 1", file=sys.stderr)
-        return 2
     sets = chosen_sets(args)
-    if sets is None:
-        return 2
+    check_out(args.out, args.data)
     classic = [] if args.no_classic else CLASSIC + (["subsense", "pawcs"] if pybgs_available() else [])
     if not args.no_classic and not pybgs_available():
         print("note: pybgs is not importable, so subsense and pawcs are skipped (pip install pybgs; needs libopencv-dev, cmake)", file=sys.stderr)
@@ -187,4 +187,4 @@ def markdown(results: dict, classic: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

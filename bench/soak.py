@@ -33,7 +33,9 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.cli import json_target, run  # noqa: E402
 from bench.report import write_json  # noqa: E402
+from stream.argtypes import bounded, seconds  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.protocol import StatusMessage  # noqa: E402
 from tests.daemon_helpers import free_port  # noqa: E402
@@ -52,7 +54,7 @@ def proc_sample(pid: int) -> dict[str, int]:
 def start(tmp: Path, source: str, fps: float | None, log_path: Path) -> tuple[subprocess.Popen, str]:
     """The daemon with its stderr in a file (a pipe nobody reads would block it in a long run)."""
     cam: dict = {"id": "soak", "source": source, "timeout": 2.0}
-    if fps:
+    if fps is not None:
         cam["fps"] = fps
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     cfg = {"cameras": [cam], "publish": {"endpoints": [endpoint]}, "metrics": {"bind": f"127.0.0.1:{free_port()}"},
@@ -68,18 +70,16 @@ def start(tmp: Path, source: str, fps: float | None, log_path: Path) -> tuple[su
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python bench/soak.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=10.0, help="length of the run (default 10)")
-    ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the first sample (at most a third of the run)")
-    ap.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
-    ap.add_argument("--fps", type=float, default=30.0, help="camera frame rate")
+    ap.add_argument("--minutes", type=bounded(0.0, low_open=True, what="minutes > 0"), default=10.0, help="length of the run (default 10)")
+    ap.add_argument("--warmup", type=bounded(0.0, what="seconds >= 0"), default=60.0, help="seconds before the first sample (at most a third of the run)")
+    ap.add_argument("--interval", type=seconds, default=5.0, help="seconds between samples")
+    ap.add_argument("--fps", type=bounded(0.0, low_open=True, what="a frame rate > 0"), default=30.0, help="camera frame rate")
     ap.add_argument("--camera", choices=("synthetic", "mjpeg"), default="synthetic")
-    ap.add_argument("--flap", type=float, default=0.0, help="mjpeg: unplug the camera every FLAP s (0 = never)")
-    ap.add_argument("--down", type=float, default=4.0, help="mjpeg: seconds the camera stays unplugged")
-    ap.add_argument("--max-growth", type=float, default=5.0, help="allowed RSS growth in %% (default 5)")
-    ap.add_argument("--json", type=Path, help="write the figures and samples to this file")
+    ap.add_argument("--flap", type=bounded(0.0, what="seconds >= 0"), default=0.0, help="mjpeg: unplug the camera every FLAP s (0 = never)")
+    ap.add_argument("--down", type=seconds, default=4.0, help="mjpeg: seconds the camera stays unplugged")
+    ap.add_argument("--max-growth", type=bounded(0.0, what="a percentage >= 0"), default=5.0, help="allowed RSS growth in %% (default 5)")
+    ap.add_argument("--json", type=json_target, help="write the figures and samples to this file")
     args = ap.parse_args()
-    if args.minutes <= 0 or args.interval <= 0:
-        ap.error("--minutes and --interval must be positive")
     duration = args.minutes * 60
     warmup = min(args.warmup, duration / 3)
 
@@ -181,4 +181,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

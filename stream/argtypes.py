@@ -1,4 +1,4 @@
-"""argparse types for numeric options: a NaN, an infinity or a value out of range is a usage error (exit 2)."""
+"""argparse types: a NaN, an infinity, a value out of range or a malformed size is a usage error (exit 2)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,29 @@ def bounded(low: float | None = None, high: float | None = None, *, low_open: bo
 
 seconds = bounded(0.0, low_open=True, what="a number of seconds > 0")
 fraction = bounded(0.0, 1.0, what="a fraction in [0, 1]")
+
+
+def integer(low: int, high: int | None = None, *, what: str | None = None) -> Callable[[str], int]:
+    """An int option in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {what or (f'{low} or more' if high is None else f'{low} to {high}')}")
+        return value
+
+    return parse
+
+
+def size_wxh(text: str) -> tuple[int, int]:
+    """--size WIDTHxHEIGHT (the one parser is stream.synthetic.parse_size)."""
+    from stream.errors import UserError
+    from stream.synthetic import parse_size
+
+    try:
+        return parse_size(text, what="size")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

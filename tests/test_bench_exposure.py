@@ -45,6 +45,8 @@ def test_variants_differ_only_in_exposure_matching(tmp_path):
 def test_table_and_model_needs_one_set(tmp_path):
     table = exposure.markdown({"cam": {"on": {"0.8": 0.9, "1.0": 0.95}, "off": {"0.8": 0.5, "1.0": 0.95}}}, [0.8, 1.0])
     assert "| cam | on | 0.900 | 0.950 |" in table and "| cam | off | 0.500 | 0.950 |" in table
+    for name in ("a", "b"):  # two labeled sets, no --set: which one was the model trained on?
+        (tmp_path / name / "groundtruth").mkdir(parents=True)
     res = subprocess.run([sys.executable, "bench/exposure.py", "--data", str(tmp_path), "--model", "m.pt"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "exactly one --set" in res.stderr

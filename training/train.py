@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stream.argtypes import size_wxh
 from stream.errors import UserError
 from stream.maskclean import CleanUp, clean_masks
 from training.align import aligned_backgrounds, aligned_median, normalised_frames
@@ -443,16 +444,6 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     return summary
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """--size WxH for argparse (the one parser is stream.synthetic.parse_size)."""
-    from stream.synthetic import parse_size as parse_wxh
-
-    try:
-        return parse_wxh(text, what="--size")
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def parse_range(text: str) -> tuple[int, int]:
     try:
         a, b = (int(v) for v in text.split("-"))
@@ -477,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("footage", nargs="+", help="video files, image folders, CDnet folders, recordings, or 'synthetic[:frames=N,seed=S]'")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, plots, summary.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--size", type=parse_size, help="model resolution WxH (default: 160 wide, aspect kept)")
+    p.add_argument("--size", type=size_wxh, help="model resolution WxH (default: 160 wide, aspect kept)")
     p.add_argument("--gray", action="store_true", help="train on gray frames instead of colour")
     p.add_argument("--frames", type=parse_range, dest="frame_range", help="use only frames A-B (1-based, inclusive)")
     p.add_argument("--max-frames", type=int, default=d.max_frames,

@@ -1,0 +1,62 @@
+"""What every bench script does on its command line: one-line errors, and targets that are safe to write.
+
+* :func:`run` calls a script's ``main`` and turns a :class:`UserError` into one line on stderr and
+  exit code 2, as the ``sparsecam`` commands do (never a traceback for a user's mistake).
+* :func:`json_target` (an argparse type) refuses a ``--json`` that is a folder or an existing
+  file that is not JSON, before minutes of measuring.
+* :func:`replace_run` clears a run folder a benchmark trains into, but only an earlier sparsecam
+  run (``run.json`` in it): anything else there, and any ``--out`` that holds or lies in the data
+  folder, is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn
+
+from stream.errors import UserError
+
+
+def run(main: Callable[[], int]) -> NoReturn:
+    try:
+        code = main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def json_target(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name such as {path / 'results.json'}")
+    if path.exists():
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text} exists and is not a JSON result; choose another file name") from None
+    return path
+
+
+def check_out(out: Path, data: Path) -> None:
+    """``--out`` must neither be the data folder, nor lie in it, nor hold it."""
+    o, d = out.resolve(), data.resolve()
+    if o == d or d in o.parents or o in d.parents:
+        raise UserError(f"--out {out} and --data {data} overlap; the benchmark replaces runs under --out: pick a folder outside the data")
+
+
+def replace_run(run_dir: Path) -> None:
+    """Remove an earlier sparsecam run at ``run_dir`` so a benchmark can train afresh; refuse anything else."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir() or not (run_dir / "run.json").is_file():
+        raise UserError(f"{run_dir} exists and is not a sparsecam training run (no run.json); "
+                        "the benchmark would replace it: move it or pick another --out")
+    shutil.rmtree(run_dir)

@@ -1,0 +1,68 @@
+"""bench/cli.py: the bench scripts' one-line errors and the targets they may write or replace."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import check_out, json_target, replace_run
+from stream.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_replace_run_removes_only_an_earlier_run(tmp_path):
+    """bench/quality.py and bench/footage.py deleted whatever was at --out/<name>: with --out the
+    data folder, the labeled set itself."""
+    run = tmp_path / "cam"
+    run.mkdir()
+    (run / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a sparsecam training run"):
+        replace_run(run)
+    assert (run / "keep.txt").read_text() == "mine"
+    (run / "run.json").write_text("{}")
+    replace_run(run)
+    assert not run.exists()
+    replace_run(run)  # nothing there: nothing to do
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError):
+        replace_run(tmp_path / "file")
+
+
+@pytest.mark.parametrize("out", ["data", "data/runs", "."])
+def test_out_may_not_overlap_the_data(tmp_path, out):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(UserError, match="overlap"):
+        check_out(tmp_path / out, tmp_path / "data")
+    check_out(tmp_path / "runs", tmp_path / "data")
+
+
+def test_json_target(tmp_path):
+    (tmp_path / "old.json").write_text(json.dumps({"a": 1}))
+    (tmp_path / "notes.txt").write_text("my notes")
+    assert json_target(str(tmp_path / "old.json")) == tmp_path / "old.json"
+    assert json_target(str(tmp_path / "new.json")) == tmp_path / "new.json"
+    for bad in (tmp_path, tmp_path / "notes.txt"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            json_target(str(bad))
+
+
+@pytest.mark.parametrize("script, args, words", [
+    ("quality.py", ["--set", "nope", "--no-classic"], "is not a labeled set"),
+    ("throughput.py", ["--model", "/nonexistent/m.onnx", "--seconds", "0.1"], "does not exist"),
+    ("exposure.py", ["--model", "/nonexistent/m.pt", "--set", "x"], None),
+])
+def test_bench_scripts_say_one_line_and_exit_2(tmp_path, script, args, words):
+    data = tmp_path / "data"
+    (data / "x" / "groundtruth").mkdir(parents=True)
+    res = subprocess.run([sys.executable, str(REPO / "bench" / script), "--data", str(data), *args] if script != "throughput.py"
+                         else [sys.executable, str(REPO / "bench" / script), *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and res.stderr.strip().splitlines()[-1].startswith("error: ")
+    if words:
+        assert words in res.stderr
