@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 from stream.errors import UserError
@@ -35,6 +36,17 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _sigterm_interrupts() -> None:
+    """SIGTERM (kill, systemd, a container stop) unwinds like Ctrl-C, so every command's clean-up
+    runs (an export's temporary file is removed, say) instead of the process vanishing mid-write.
+    Commands with their own handling (serve, record, train's checkpoint on stop) install theirs."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -58,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (install the extra: pip install 'sparsecam[{extra}]')" if extra else ""
         print(f"sparsecam {name}: {missing} is not installed{hint}", file=sys.stderr)
         return 2
+    _sigterm_interrupts()
     try:
         return int(module.cli(argv[1:]) or 0)
     except UserError as exc:

@@ -1,0 +1,32 @@
+"""SIGTERM stops any `sparsecam` command like Ctrl-C: its clean-up runs, exit 130, one line."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.daemon_helpers import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_sigterm_unwinds_a_command_like_ctrl_c():
+    """Before, SIGTERM killed e.g. an export mid parity check and left its temporary file behind."""
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "subscribe", "--endpoint", f"tcp://127.0.0.1:{free_port()}"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t_end = time.monotonic() + 30
+        line = ""
+        while "subscribed to" not in line and time.monotonic() < t_end:
+            line = proc.stderr.readline()
+        assert "subscribed to" in line
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "sparsecam subscribe: interrupted" in err and "Traceback" not in err
