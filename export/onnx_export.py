@@ -349,9 +349,12 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
         raise UserError(f"opset {opset} is not supported: use {MIN_OPSET}..{max_opset} (the exporter writes {MIN_OPSET} natively)")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out / 'model.onnx'}")
+    if out.suffix.lower() != ".onnx":
+        raise UserError(f"--out {out}: give a file name ending in .onnx (serve, eval and retrain know models by it)")
     if out.exists() and checkpoint.exists() and out.resolve() == checkpoint.resolve():
         raise UserError(f"--out {out} is the checkpoint itself; choose another file name")
-    if out.exists() and read_model_version(out) is None:
+    replaced = read_model_version(out) if out.exists() else None
+    if out.exists() and replaced is None:
         raise UserError(f"--out {out} exists and is not a sparsecam model; choose another file name "
                         "(an earlier sparsecam export there would be replaced)")
     state, net = load_finished(checkpoint)
@@ -397,6 +400,7 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
         "model_version": version, "threshold": threshold, "size": [cfg.width_px, cfg.height],
         "channels": cfg.channels, "input_mode": cfg.input_mode, "opset": opset, "export_s": round(export_s, 2),
         "batchnorm_nodes": _count_ops(model, "BatchNormalization"), "checked": check, "notes": notes,
+        "replaced": replaced,  # the model_version of the earlier export at --out, if there was one
     }
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -429,6 +433,9 @@ def format_report(r: dict[str, Any]) -> str:
     if "ort_inserted_casts" in r:
         lines.append(f"onnxruntime CPU inserted {r['ort_inserted_casts']} casts around the float16 ops")
     lines += r["notes"]
+    if r.get("replaced"):
+        same = " (the same weights)" if r["replaced"] == r["model_version"] else ""
+        lines.append(f"replaced the earlier export at {r['out']}, version {r['replaced']}{same}")
     return "\n".join(lines)
 
 
@@ -436,7 +443,7 @@ def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="sparsecam export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="model.pt of a finished training run")
-    p.add_argument("--out", type=Path, help="ONNX file to write (default: the checkpoint with .onnx)")
+    p.add_argument("--out", help="ONNX file to write (default: the checkpoint with .onnx); an earlier export there is replaced")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--calibration", default="auto",
                    help="int8 calibration frames: 'auto' (the checkpoint's footage when readable, else 'synthetic'), "
@@ -444,7 +451,9 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check against PyTorch")
     args = p.parse_args(argv)
-    out = args.out if args.out is not None else args.checkpoint.with_suffix(".onnx")
+    if args.out is not None and args.out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file
+        raise UserError(f"--out {args.out} names a folder; give a file name such as {Path(args.out) / 'model.onnx'}")
+    out = Path(args.out) if args.out is not None else args.checkpoint.with_suffix(".onnx")
     report = export_model(args.checkpoint, out, precision=args.precision, calibration=args.calibration,
                           opset=args.opset, check=args.check)
     print(format_report(report))

@@ -86,10 +86,11 @@ def test_cli_writes_json_and_prints_f(synth, tmp_path):
         (["--method", "missing_model.onnx"], "missing_model.onnx"),
         (["--method", "knn", "--threshold", "0.5"], "threshold"),
         (["--method", "mog2", "--threshold", "nan"], "a score threshold in (0, 1]"),
-        (["--method", "mog2", "--json", __file__], "is not a JSON result"),
+        (["--method", "mog2", "--json", __file__], "is not an earlier `sparsecam eval` result"),
+        (["--method", str(Path(__file__).parent)], "is a folder; pass the model file in it"),
     ],
     ids=["missing-set", "set-is-a-file", "unknown-method", "missing-model", "threshold-on-classic", "threshold-nan",
-         "json-over-another-file"],
+         "json-over-another-file", "method-is-a-folder"],
 )
 def test_cli_user_errors_exit_2(synth, args, words):
     if "--set" not in args:
@@ -100,6 +101,19 @@ def test_cli_user_errors_exit_2(synth, args, words):
     if lines[0].startswith("usage:"):  # argparse's own usage errors: the usage (may wrap), then one error line
         lines = lines[-1:]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_json_replaces_an_earlier_result_but_no_other_json(synth, tmp_path):
+    """--json replaced any file that parsed as JSON (someone's settings, say)."""
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"database": "precious"}')
+    proc = run_cli("--set", str(synth), "--method", "mog2", "--json", str(settings))
+    assert proc.returncode == 2 and "is not an earlier `sparsecam eval` result" in proc.stderr
+    assert json.loads(settings.read_text()) == {"database": "precious"}
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"set": "x", "method": "knn", "metrics": {}}))
+    proc = run_cli("--set", str(synth), "--method", "mog2", "--json", str(earlier))
+    assert proc.returncode == 0 and json.loads(earlier.read_text())["method"] == "mog2"
 
 
 def test_ground_truth_of_another_size_is_one_line(synth, tmp_path):
@@ -266,3 +280,14 @@ def test_plot_panel_marks_the_method_and_the_others():
                                 "mog2": {"f": 0.5, "recall": 0.4, "precision": 0.7}}, curve)
     assert panel["points"] == [("model.onnx: F 0.900", 0.95, 0.85), ("mog2: F 0.500", 0.4, 0.7)]
     assert panel["curve"] is curve and panel["title"] == "s"
+
+
+def test_an_uppercase_onnx_suffix_is_still_an_onnx_model(synth, tmp_path):
+    """load_predictor compared the suffix case-sensitively and read MODEL.ONNX as a torch checkpoint."""
+    import shutil
+
+    from training.predict import OnnxPredictor, load_predictor
+
+    upper = tmp_path / "MODEL.ONNX"
+    shutil.copy(REPO / "stream" / "models" / "default.onnx", upper)
+    assert isinstance(load_predictor(upper), OnnxPredictor)

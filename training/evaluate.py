@@ -31,6 +31,7 @@ MAX_OVERLAYS = 50
 ORACLE_LABEL = "oracle (uses ground truth, upper bound only)"
 ORACLE_THRESHOLDS = np.linspace(0.0, 1.0, 1001)  # scores are in [0, 1] intensity units
 PR_CURVE_LABEL = "score > t, before the mask clean-up"
+RESULT_KEYS = {"set", "method", "metrics"}  # what marks a JSON file as an earlier result (--json replaces only those)
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 # BGR colours of the overlay
 TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 200, 0), (0, 0, 255), (255, 0, 0)
@@ -149,6 +150,8 @@ def evaluate(set_root: Path, method: str, overlays: Path | None = None, threshol
     (model methods only) maps each batch of uint8 frames before the model sees them (bench/exposure.py).
     """
     is_model = Path(method).suffix.lower() in MODEL_SUFFIXES
+    if Path(method).is_dir():
+        raise UserError(f"--method {method} is a folder; pass the model file in it (a run's model.pt, or an exported .onnx)")
     if not is_model and method not in CLASSIC_METHODS:
         raise UserError(
             f"unknown method {method!r}; use one of {', '.join(CLASSIC_METHODS)} or a model file (.pt/.onnx)"
@@ -207,9 +210,11 @@ def _check_json_target(path: Path) -> None:
         raise UserError(f"--json {path} is a folder; give a file name such as {path / 'eval.json'}")
     if path.exists():
         try:
-            json.loads(path.read_text())
+            earlier = json.loads(path.read_text())
         except (OSError, ValueError):
-            raise UserError(f"--json {path} exists and is not a JSON result; choose another file name") from None
+            earlier = None
+        if not (isinstance(earlier, dict) and RESULT_KEYS <= set(earlier)):
+            raise UserError(f"--json {path} exists and is not an earlier `sparsecam eval` result; choose another file name")
 
 
 def _check_plot_target(path: Path) -> None:

@@ -61,6 +61,6 @@ def load_predictor(path: str | Path) -> Predictor:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model {path} is a folder; pass the .onnx or .pt file in it" if path.is_dir() else f"model {path} does not exist")
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         return OnnxPredictor(path)
     return TorchPredictor(path)
