@@ -357,17 +357,20 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
     if out.exists() and replaced is None:
         raise UserError(f"--out {out} exists and is not a sparsecam model; choose another file name "
                         "(an earlier sparsecam export there would be replaced)")
+    if calibration != "auto" and precision != "int8":
+        raise UserError(f"--calibration {calibration} applies to --precision int8 only")
     state, net = load_finished(checkpoint)
     threshold = float(state["threshold"])
     cfg = net.cfg
+    if precision == "int8":  # before the trace: a bad --calibration is said at once
+        from export.quantize import calibration_frames, quantize_int8
+
+        frames, used = calibration_frames(calibration, [str(s) for s in state.get("footage") or []], (cfg.width_px, cfg.height))
 
     t0 = time.perf_counter()
     model = trace_onnx(net, threshold, "fp16" if precision == "fp16" else "fp32", opset)
     notes = []
     if precision == "int8":
-        from export.quantize import calibration_frames, quantize_int8
-
-        frames, used = calibration_frames(calibration, [str(s) for s in state.get("footage") or []], (cfg.width_px, cfg.height))
         with _quiet_exporter():
             model, how = quantize_int8(model, frames)
         strip_debug_info(model)

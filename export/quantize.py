@@ -53,6 +53,8 @@ def calibration_frames(spec: str, footage: Sequence[str], size: tuple[int, int],
         scene = SyntheticScene(SceneConfig(width=max(32, w), height=max(32, h)))
         frames = [scene.frame(t)[0] for t in range(0, 13 * n, 13)]  # spread over the objects' paths
         return np.stack([resize_image(f, (w, h)) for f in frames]), "synthetic"
+    if spec != "footage" and not footage_here(spec):
+        raise UserError(f"--calibration {spec}: no such footage; use auto, synthetic, footage or a video/folder path")
     paths = list(footage) if spec == "footage" else [spec]
     if not paths:
         raise UserError("--calibration footage: the checkpoint names no footage; use --calibration synthetic or a path")

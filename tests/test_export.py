@@ -362,3 +362,14 @@ def test_graph_brings_frames_to_the_trained_exposure(fp32: tuple[Path, dict], ru
         off = [plain(torch.from_numpy(f))[1].numpy() for f in (frames, darker)]
     change_on, change_off = np.abs(on[0] - on[1]).mean(), np.abs(off[0] - off[1]).mean()
     assert change_on < change_off / 4, (change_on, change_off)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--precision", "int8", "--calibration", "/nonexistent/clip.mp4"], "use auto, synthetic, footage or a video/folder path"),
+    (["--precision", "fp16", "--calibration", "synthetic"], "applies to --precision int8 only"),
+])
+def test_cli_calibration_mistakes_are_said_before_the_export(run_dir: Path, tmp_path: Path, args: list[str], words: str) -> None:
+    """A bad --calibration failed only after the trace (~10 s here); with fp32/fp16 it was silently ignored."""
+    proc = _run_cli(str(run_dir / "model.pt"), "--out", str(tmp_path / "m.onnx"), *args)
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "m.onnx").exists()
