@@ -349,6 +349,9 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
         raise UserError(f"opset {opset} is not supported: use {MIN_OPSET}..{max_opset} (the exporter writes {MIN_OPSET} natively)")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out / 'model.onnx'}")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"--out {out}: {blocking} is a file, not a folder")
     if out.suffix.lower() != ".onnx":
         raise UserError(f"--out {out}: give a file name ending in .onnx (serve, eval and retrain know models by it)")
     if out.exists() and checkpoint.exists() and out.resolve() == checkpoint.resolve():

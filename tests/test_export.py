@@ -232,12 +232,15 @@ def test_cli_replaces_an_earlier_export_but_never_another_file(fp32: tuple[Path,
     assert f"replaced the earlier export at {again}, version {fp32[1]['model_version']}" in proc.stdout  # said, not silent
 
 
-@pytest.mark.parametrize("out, words", [("newdir/", "names a folder"), ("model", "ending in .onnx"), ("model.pt", "ending in .onnx")])
+@pytest.mark.parametrize("out, words", [("newdir/", "names a folder"), ("model", "ending in .onnx"), ("model.pt", "ending in .onnx"),
+                                        ("notes.txt/m.onnx", "notes.txt is a file, not a folder")])
 def test_cli_out_must_be_an_onnx_file(run_dir: Path, tmp_path: Path, out: str, words: str) -> None:
     """--out DIR/ wrote a file named DIR; --out without .onnx wrote a model that eval and serve did not recognise."""
+    if out.startswith("notes.txt/"):
+        (tmp_path / "notes.txt").write_text("mine")
     proc = _run_cli(str(run_dir / "model.pt"), "--out", str(tmp_path) + "/" + out, "--no-check")
     assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["notes.txt"] if out.startswith("notes.txt/") else [])
 
 
 def _synthetic_frames(n: int = 6, w: int = 200, h: int = 150) -> np.ndarray:
