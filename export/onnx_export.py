@@ -371,6 +371,7 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
         frames, used = calibration_frames(calibration, [str(s) for s in state.get("footage") or []], (cfg.width_px, cfg.height))
 
     t0 = time.perf_counter()
+    log.info("tracing %s to ONNX (%s, opset %d)...", checkpoint, precision, opset)
     model = trace_onnx(net, threshold, "fp16" if precision == "fp16" else "fp32", opset)
     notes = []
     if precision == "int8":
@@ -413,6 +414,7 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
             fh.write(data)
         os.chmod(tmp, 0o644)
         if check:
+            log.info("checking the %s graph in onnxruntime against PyTorch...", precision)
             report.update(verify(tmp, net, threshold, state, precision))
             failures = parity_failures(report, precision)
             if failures:
