@@ -38,7 +38,7 @@ def parse_factors(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"--factors takes numbers separated by commas, got {text!r}") from None
     if not factors or any(not 0.1 <= f <= 10 for f in factors):
         raise argparse.ArgumentTypeError(f"exposure factors must lie in [0.1, 10], got {text!r}")
-    return factors
+    return list(dict.fromkeys(factors))  # 1,1.0: one column
 
 
 def with_exposure(model: Path, exposure: bool, folder: Path) -> Path:

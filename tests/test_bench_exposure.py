@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_factors_parse_and_refuse_nonsense():
     assert exposure.parse_factors("0.8,1,1.25") == [0.8, 1.0, 1.25]
+    assert exposure.parse_factors("1,1.0,0.8") == [1.0, 0.8]  # one column per factor
     for bad in ("", "x", "0,1", "1,,2"):
         with pytest.raises(argparse.ArgumentTypeError):
             exposure.parse_factors(bad)
