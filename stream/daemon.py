@@ -82,25 +82,9 @@ class Daemon:
         ids = [c.id for c in cfg.cameras]
         self.rois = {c.id: WatchRegion(c.roi, c.id) for c in cfg.cameras if c.roi is not None}  # first: a bad one fails fast
         self.engines: dict[str, EngineLike] = {}  # camera -> the model serving it
-        self.model_paths: dict[str, Path] = {}
-        self.bootstrapping: set[str] = set()
-        shared: dict[Path, EngineLike] = {}
-        problem = cfg.model.dir_problem()
-        if problem:  # bootstrapping cameras would wait for a model forever
-            raise UserError(problem)
-        for cam in cfg.cameras:
-            path, bootstraps = cfg.camera_model(cam)
-            self.model_paths[cam.id] = path
-            if engine is not None:
-                self.engines[cam.id] = engine
-            elif bootstraps:
-                log.warning("camera %s has no model yet (%s): serving MOG2 masks until one appears", cam.id, path)
-                self.engines[cam.id] = Mog2Engine()
-                self.bootstrapping.add(cam.id)
-            else:
-                if path not in shared:
-                    shared[path] = self.load_engine(path)
-                self.engines[cam.id] = shared[path]
+        self.model_paths: dict[str, Path] = {}  # camera -> the model file it watches for reloads
+        self.bootstrapping: set[str] = set()  # cameras on MOG2 until their model file appears
+        self._assign_models(engine)
         self.metrics = DaemonMetrics(cameras=ids)
         for cam_id, eng in self.engines.items():
             self.metrics.set_model(cam_id, eng.model_version, eng.provider)
@@ -159,6 +143,27 @@ class Daemon:
         deadline = time.monotonic() + timeout
         for rec in self.recorders.values():
             rec.close(timeout=max(0.05, deadline - time.monotonic()))
+
+    def _assign_models(self, engine: Engine | None) -> None:
+        """Each camera's model: ``engine`` for all when given, else its own file (loaded once per
+        file, shared by the cameras that use it), or MOG2 while it bootstraps."""
+        problem = self.cfg.model.dir_problem()
+        if problem:  # bootstrapping cameras would wait for a model forever
+            raise UserError(problem)
+        shared: dict[Path, EngineLike] = {}
+        for cam in self.cfg.cameras:
+            path, bootstraps = self.cfg.camera_model(cam)
+            self.model_paths[cam.id] = path
+            if engine is not None:
+                self.engines[cam.id] = engine
+            elif bootstraps:
+                log.warning("camera %s has no model yet (%s): serving MOG2 masks until one appears", cam.id, path)
+                self.engines[cam.id] = Mog2Engine()
+                self.bootstrapping.add(cam.id)
+            else:
+                if path not in shared:
+                    shared[path] = self.load_engine(path)
+                self.engines[cam.id] = shared[path]
 
     @property
     def engine(self) -> EngineLike:
