@@ -92,6 +92,16 @@ def test_image_folder_natural_order(tmp_path: Path, frames8: np.ndarray) -> None
     assert np.abs(fo.frames.astype(np.float32) - frames8[:3]).mean() < 8  # jpeg
 
 
+def test_image_folder_numbered_from_zero_keeps_frame_zero(tmp_path: Path, frames8: np.ndarray) -> None:
+    """Frame numbers counted from 1 (CDnet's) dropped frame_0000 of a folder numbered from 0."""
+    folder = _write_folder(tmp_path / "imgs", frames8[:5], fmt="frame_{:04d}.png", first=0)
+    fo = load_footage([folder], progress=False)
+    assert [Path(s).name for s in fo.sources] == [f"frame_{i:04d}.png" for i in range(5)]
+    assert np.array_equal(fo.frames, frames8[:5])
+    strided = load_footage([folder], stride=2, progress=False)
+    assert [Path(s).name for s in strided.sources] == ["frame_0000.png", "frame_0002.png", "frame_0004.png"]
+
+
 def test_cdnet_folder(tmp_path: Path) -> None:
     root = write_cdnet_folder(tmp_path / "set", 6, CFG, progress=False)
     fo = load_footage([root], progress=False)

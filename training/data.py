@@ -63,13 +63,22 @@ def _imread(path: Path, gray: bool) -> np.ndarray:
 
 
 class _Selector:
-    """Which frame numbers (1-based) of a source to keep: frame_range, then stride, then the total cap."""
+    """Which frames of a source to keep: frame_range (by frame number, CDnet's 1-based), then
+    stride, then the total cap. Without a range every frame counts, whatever its numbering (a
+    folder numbered from 0 keeps its frame 0), and the stride counts frames in order."""
 
     def __init__(self, frame_range: tuple[int, int] | None, stride: int, remaining: int | None) -> None:
         self.first, self.last = frame_range if frame_range else (1, None)
+        self.ranged = frame_range is not None
         self.stride, self.remaining = stride, remaining
+        self._seen, self._last = 0, None  # frames offered so far (no range: the stride counts these), the last one
 
     def keep(self, number: int) -> bool:
+        """Keep frame ``number``? (Asking twice about the same frame gives the same answer.)"""
+        if not self.ranged:
+            if number != self._last:
+                self._seen, self._last = self._seen + 1, number
+            return (self._seen - 1) % self.stride == 0
         if number < self.first or (self.last is not None and number > self.last):
             return False
         return (number - self.first) % self.stride == 0
@@ -183,8 +192,8 @@ def _check_selection(stride: int, max_frames: int | None, frame_range: tuple[int
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames {max_frames} must be >= 1")
     if frame_range is not None and not (1 <= frame_range[0] <= frame_range[1]):
-        raise UserError(f"frame range {frame_range[0]}..{frame_range[1]} is invalid: "
-                        "use FIRST..LAST with 1 <= FIRST <= LAST")
+        raise UserError(f"frame range {frame_range[0]}-{frame_range[1]} is invalid: "
+                        "use FIRST-LAST with 1 <= FIRST <= LAST (e.g. --frames 1-469)")
 
 
 def footage_here(source: str) -> bool:
