@@ -196,7 +196,9 @@ def test_a_bad_train_option_is_refused_and_never_saved(tmp_path: Path) -> None:
     saved with settings that cannot train (an older version let them through) no longer blocks the camera."""
     rec, models = record(tmp_path / "rec", 30), tmp_path / "models"
     base = ["--camera", "cam0", "--models", str(models), "--recordings", str(rec)]
-    for opt, words in (("width=abc", "must be a whole number"), ("lr=nan", "must be a number"), ("batch=0", "at least 2 frames")):
+    for opt, words in (("width=abc", "must be a whole number"), ("lr=nan", "must be a finite number"), ("batch=0", "at least 2 frames"),
+                       ("norm=foo", "use one of batch, group, none"), ("score_filter=median4", "use one of median5"),
+                       ("frame_range=5", "a first and a last frame number")):  # the last three were tracebacks after the snapshot
         r = run("retrain", *base, *TINY, "--train-option", opt)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
         assert not (models / "cam0" / "work").exists()
@@ -223,3 +225,11 @@ def test_unknown_camera_leaves_nothing_behind(tmp_path: Path) -> None:
     assert r.returncode == 2 and "'cam0' is not in" in r.stderr and "door" in r.stderr and not models.exists(), r.stderr[-2000:]
     r = run("retrain", "--camera", "cam0", "--models", str(models), "--recordings", str(rec), "--min-object-f", "2")
     assert r.returncode == 2 and "a fraction in [0, 1]" in r.stderr and not models.exists()
+
+
+def test_train_option_numbers_in_exponent_form() -> None:
+    """YAML 1.1 reads 1e-3 as a string: '--train-option lr=1e-3' was refused as 'must be a number'."""
+    from training.retrain import _train_option
+
+    assert _train_option("lr=1e-3") == ("lr", 1e-3) and _train_option("steps=20") == ("steps", 20)
+    assert _train_option("gray=true") == ("gray", True) and _train_option("frame_range=[1, 50]") == ("frame_range", [1, 50])

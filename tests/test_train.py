@@ -210,3 +210,13 @@ def test_a_run_that_saved_nothing_does_not_block_the_next(tmp_path):
     res = cli("train", *TINY, "--out", str(out))
     assert res.returncode == 0 and (out / "model.pt").is_file(), res.stderr[-2000:]
     assert json.loads((out / "run.json").read_text())["identity"] != "0" * 16
+
+
+def test_group_norm_takes_any_width():
+    """--norm group --width 6 raised 'num_channels must be divisible by num_groups' after the footage loaded."""
+    import torch
+
+    from training.model import ModelConfig, UNet
+
+    net = UNet(ModelConfig(width=6, depth=2, norm="group", height=32, width_px=32))
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)

@@ -186,7 +186,7 @@ def _estimate_total(path: str, sel: _Selector) -> int | None:
     return min(total, sel.remaining) if sel.remaining is not None else total
 
 
-def _check_selection(stride: int, max_frames: int | None, frame_range: tuple[int, int] | None) -> None:
+def check_selection(stride: int, max_frames: int | None, frame_range: tuple[int, int] | None) -> None:
     if stride < 1:
         raise UserError(f"--stride {stride} must be >= 1")
     if max_frames is not None and max_frames < 1:
@@ -209,7 +209,7 @@ def spread_stride(paths: Sequence[str | Path], max_frames: int | None, stride: i
     this widens ``stride`` so the frames kept span the whole footage: every light and every
     stretch of traffic the recording holds. Unchanged when the footage fits or its length is unknown.
     """
-    _check_selection(stride, max_frames, frame_range)
+    check_selection(stride, max_frames, frame_range)
     if max_frames is None:
         return stride
     totals = [_estimate_total(str(p), _Selector(frame_range, stride, None)) for p in paths]
@@ -243,7 +243,7 @@ def load_footage(
         paths = [paths]
     if not paths:
         raise UserError("no footage given; pass a video, an image folder, a CDnet folder or 'synthetic'")
-    _check_selection(stride, max_frames, frame_range)
+    check_selection(stride, max_frames, frame_range)
     if size is not None and (size[0] <= 0 or size[1] <= 0):
         raise UserError(f"size {size[0]}x{size[1]} must be positive")
 

@@ -85,8 +85,8 @@ class ModelConfig:
 def _norm(kind: str, ch: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(ch)
-    if kind == "group":
-        return nn.GroupNorm(min(4, ch), ch)
+    if kind == "group":  # up to 4 groups, as many as divide the channels (any --width works)
+        return nn.GroupNorm(next(g for g in (4, 3, 2, 1) if ch % g == 0), ch)
     return nn.Identity()
 
 

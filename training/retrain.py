@@ -343,7 +343,7 @@ def retrain(opts: RetrainOptions) -> tuple[int, dict[str, Any]]:
             snap, cfg = _new_snapshot(work, rec_dir, opts)
         try:
             return _attempt(opts, cam_dir, work, snap, cfg, bool(found), t_start)
-        except UserError as exc:  # a failed attempt is finished: the next retrain starts afresh
+        except Exception as exc:  # a failed attempt is finished (whatever failed): the next retrain starts afresh
             _write_json(work / "report.json", {"camera": opts.camera, "status": "failed", "passed": False, "error": str(exc)})
             raise
 
@@ -353,6 +353,11 @@ def _train_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    for number in (int, float):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            return key.strip(), number(value)
+        except ValueError:
+            pass
     try:
         return key.strip(), yaml.safe_load(value)
     except yaml.YAMLError:

@@ -14,7 +14,8 @@ from typing import Any
 
 from stream.errors import UserError
 from stream.maskclean import CleanUp
-from training.model import MAX_ALIGN
+from training.data import check_selection
+from training.model import INPUT_MODES, MAX_ALIGN, NORMS, OUTPUTS, SCORE_FILTERS
 
 MIN_SIDE = 32  # model pixels: the U-Net, the synthetic parity scene of `export` and the median filter need room
 MAX_SIDE = 1920  # a model wider than a full-HD frame costs memory and time no camera model needs
@@ -94,6 +95,14 @@ def check_settings(cfg: Any) -> None:
     if cfg.threshold is not None:
         need(0 < cfg.threshold < 1, "threshold", "the mask threshold is a score in (0, 1); leave it out to choose it from the footage")
     need(isinstance(cfg.device, str) and bool(DEVICE_RE.match(cfg.device)), "device", "use auto, cpu, cuda or cuda:K")
+    for f, allowed in (("norm", NORMS), ("input_mode", INPUT_MODES), ("output", OUTPUTS), ("score_filter", SCORE_FILTERS)):
+        need(getattr(cfg, f) in allowed, f, f"use one of {', '.join(allowed)}")
+    fr = cfg.frame_range
+    if fr is not None:
+        need(isinstance(fr, (list, tuple)) and len(fr) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in fr),
+             "frame_range", "a first and a last frame number, e.g. 1-469")
+        cfg.frame_range = tuple(fr)
+    check_selection(cfg.stride, cfg.max_frames, cfg.frame_range)  # footage selection: the readers' own rule
     for f in ("fill_holes", "min_object"):
         try:
             CleanUp(**{f: getattr(cfg, f)})  # the clean-up's own rule
