@@ -128,7 +128,7 @@ def test_bad_footage_is_one_line_exit_2(tmp_path, case):
 
 
 @pytest.mark.parametrize("option, words", [(["--stride", "0"], "--stride 0"), (["--max-frames", "0"], "--max-frames 0"),
-                                           (["--frames", "9-3"], "frame range 9..3")])
+                                           (["--frames", "9-3"], "frame range 9-3 is invalid: use FIRST-LAST")])
 def test_bad_frame_selection_is_one_line_exit_2(tmp_path, option, words):
     frames = write_cdnet_folder(tmp_path / "cam", 20, SceneConfig(width=64, height=48), progress=False)  # a length known ahead
     res = cli("train", str(frames), *TINY[1:], *option, "--out", str(tmp_path / "out"))
