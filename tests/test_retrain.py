@@ -233,3 +233,19 @@ def test_train_option_numbers_in_exponent_form() -> None:
 
     assert _train_option("lr=1e-3") == ("lr", 1e-3) and _train_option("steps=20") == ("steps", 20)
     assert _train_option("gray=true") == ("gray", True) and _train_option("frame_range=[1, 50]") == ("frame_range", [1, 50])
+
+
+def test_promote_with_keep_0_does_not_claim_a_kept_previous_model(tmp_path: Path) -> None:
+    """--keep 0 archived the previous model, pruned it at once, and still reported 'previous kept as history/...'."""
+    from training.rollback import CURRENT, history_entries, promote
+
+    cam = tmp_path / "cam0"
+    cam.mkdir()
+    shutil.copy(BUNDLED_MODEL, cam / CURRENT)
+    new = tmp_path / "new.onnx"
+    shutil.copy(BUNDLED_MODEL, new)
+    assert promote(cam, new, keep=0) is None
+    assert not history_entries(cam, False) and (cam / CURRENT).is_file()
+    shutil.copy(BUNDLED_MODEL, new)
+    kept = promote(cam, new, keep=1)
+    assert kept is not None and kept.is_file()

@@ -140,11 +140,12 @@ def prune_history(cam_dir: Path, keep: int) -> list[Path]:
 
 
 def promote(cam_dir: Path, candidate: Path, keep: int = DEFAULT_KEEP) -> Path | None:
-    """Make ``candidate`` the camera's current model; returns where the previous one went (or None)."""
+    """Make ``candidate`` the camera's current model; returns where the previous one went (None when
+    there was none, or when ``keep`` 0 pruned it right away)."""
     archived = archive_current(cam_dir)
     install(cam_dir, candidate)
-    prune_history(cam_dir, keep)
-    return archived
+    removed = prune_history(cam_dir, keep)
+    return None if archived in removed else archived
 
 
 @contextlib.contextmanager
