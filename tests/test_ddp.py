@@ -73,3 +73,21 @@ def _children(pid: int) -> list[int]:
 
 def _environ(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+
+
+def test_an_out_rank_0_refuses_stops_every_rank(tmp_path):
+    """Only rank 0 checks --out: when it refused, the other ranks waited in the next collective until
+    the process group's timeout (minutes) instead of stopping with it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("not a run")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "stream.cli", "train", "synthetic:frames=40,size=160x120", "--out", str(out),
+           "--steps", "2", "--batch", "8", "--width", "4", "--depth", "2", "--device", "cpu"]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode != 0 and "holds no sparsecam run" in res.stderr, res.stderr[-3000:]
+    assert "rank 0 refused the run" in res.stderr  # rank 1 stopped with it
+    assert time.monotonic() - t0 < 90
+    assert (out / "notes.txt").read_text() == "not a run"

@@ -103,6 +103,26 @@ def test_refuses_to_overwrite_another_run(tmp_path):
     assert (out / "model.pt").stat().st_mtime_ns == before
 
 
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    """A finished run whose checkpoint.pt was deleted restarted from step 0 and replaced model.pt;
+    footage that changed since the checkpoint trained on against another background than the model keeps."""
+    out = tmp_path / "run"
+    frames = write_cdnet_folder(tmp_path / "frames", 30, SceneConfig(width=64, height=48), progress=False)
+    args = [str(frames), *TINY[1:], "--out", str(out)]
+    assert cli("train", *args).returncode == 0
+    before = (out / "model.pt").read_bytes()
+    (out / "checkpoint.pt").rename(tmp_path / "checkpoint.pt")
+    res = cli("train", *args, "--resume")
+    assert res.returncode == 2 and "no checkpoint.pt to resume from" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert (out / "model.pt").read_bytes() == before
+    (tmp_path / "checkpoint.pt").rename(out / "checkpoint.pt")
+    for f in sorted((frames / "input").iterdir())[:10]:  # the recording was trimmed and refilled meanwhile
+        f.write_bytes((frames / "input" / "000030.png").read_bytes())
+    res = cli("train", *args, "--resume", "--steps", "6")
+    assert res.returncode == 2 and "the footage changed since this checkpoint" in res.stderr, res.stderr[-2000:]
+    assert (out / "model.pt").read_bytes() == before
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "junk", "run-folder"])
 def test_bad_footage_is_one_line_exit_2(tmp_path, case):
     if case == "missing":

@@ -172,9 +172,7 @@ class Trainer:
         if self.device.type == "cuda" and self.dist.world > 1:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.ckpt_path = self.out / "checkpoint.pt"
-        if self.dist.main:
-            self._check_run_dir(resume)
-        self._barrier()
+        self._on_rank0_for_all(lambda: self._check_run_dir(resume))
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.rng = np.random.default_rng(cfg.seed + 1000 * self.dist.rank)  # other batches per rank
         probe = load_footage(cfg.footage[:1], gray=cfg.gray, max_frames=1, progress=False)
@@ -184,8 +182,8 @@ class Trainer:
             log.info("the footage holds more than --max-frames %d frames: reading one frame in %d so they span all of it", cfg.max_frames, self.stride)
         footage = load_footage(cfg.footage, size=(width, height), gray=cfg.gray, frame_range=cfg.frame_range, max_frames=cfg.max_frames,
                                stride=self.stride, min_frames=max(8, min(cfg.batch, 16)), progress=progress)
-        if self.dist.main:  # claimed only once the footage loaded: a bad path leaves --out free for the corrected command
-            self._claim_run_dir()
+        # claimed only once the footage loaded: a bad path leaves --out free for the corrected command
+        self._on_rank0_for_all(self._claim_run_dir)
         self.frames = footage.frames  # replaced by the exposure-matched copy below, so the original can go
         bg_mode = cfg.input_mode == "background"
         align, exposure = (cfg.align, cfg.exposure) if bg_mode else (0, False)
@@ -224,6 +222,25 @@ class Trainer:
         return torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=self.cfg.lr, total_steps=max(total, last_step + 1), pct_start=0.15,
                                                    last_epoch=min(last_step, total) - 1)
 
+    def _on_rank0_for_all(self, check: Any) -> None:
+        """Run ``check`` on rank 0; under torchrun every rank learns whether it refused the run and
+        stops with it (otherwise the others would wait in the next collective until its timeout)."""
+        error = None
+        if self.dist.main:
+            try:
+                check()
+            except UserError as exc:
+                error = exc
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(error is not None)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and error is None:
+                raise UserError("rank 0 refused the run (its message says why)")
+        if error is not None:
+            raise error
+
     def _barrier(self) -> None:
         if self.dist.world > 1:
             import torch.distributed as dist
@@ -251,6 +268,9 @@ class Trainer:
                 raise UserError(f"{self.out} already holds a different run (other footage or settings); pick another --out")
             if not resume:
                 raise UserError(f"{self.out} already holds this run; add --resume to continue it or pick another --out")
+            if not self.ckpt_path.exists():
+                raise UserError(f"{self.out} holds this run's model.pt but no checkpoint.pt to resume from; "
+                                "pick another --out to train again (it would be replaced)")
         elif self.out.exists() and any(self.out.iterdir()):
             raise UserError(f"{self.out} is not empty and holds no sparsecam run; pick another --out")
         elif resume:
@@ -283,14 +303,23 @@ class Trainer:
         }
 
     def _load(self, state: dict[str, Any]) -> None:
+        bg_now = self.model.background.detach().clone() if self.model.background is not None else None
         self.model.load_state_dict(state["model"])
+        then = int(state.get("frames_used", len(self.frames)))
+        if then != len(self.frames) or (bg_now is not None and not torch.allclose(self.model.background, bg_now, atol=2 / 255)):
+            # the stored background (what the model will compare with) would not be the one it trains against
+            raise UserError(f"{self.ckpt_path}: the footage changed since this checkpoint ({then} frames then, {len(self.frames)} "
+                            "now, or other frames); it cannot be resumed: train into another --out")
         self.opt.load_state_dict(state["opt"])
         self.sgd.load_state_dict(state["sgd"])
         self.step = int(state["step"])
         self.sched = self._schedule(last_step=self.step)
         self.history = History(**state["history"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.rng.bit_generator.state = json.loads(state["rng"])
+        if self.dist.main:
+            self.rng.bit_generator.state = json.loads(state["rng"])
+        else:  # only rank 0's state is saved: the others draw their own batches again, not a copy of its
+            self.rng = np.random.default_rng([self.cfg.seed, self.dist.rank, self.step])
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed %s at step %d", self.ckpt_path, self.step)
 
