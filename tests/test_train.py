@@ -240,3 +240,13 @@ def test_group_norm_takes_any_width():
 
     net = UNet(ModelConfig(width=6, depth=2, norm="group", height=32, width_px=32))
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+
+
+def test_an_align_the_model_cannot_search_is_refused(tmp_path):
+    """--size 32x32 --align 14 trained silently against a flat background (the shift search's
+    window was empty: NaN shifts)."""
+    from training.align import max_radius
+
+    res = cli("train", *TINY, "--size", "32x32", "--align", "14", "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and f"at most {max_radius(32, 32)}" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

@@ -72,6 +72,14 @@ def _subpixel(c_minus: torch.Tensor, c0: torch.Tensor, c_plus: torch.Tensor) -> 
     return ((c_minus - c_plus) / (2 * rise)).clamp(-0.5, 0.5)
 
 
+def max_radius(width: int, height: int) -> int:
+    """The largest ``radius`` :func:`estimate_shift` can search on a width x height image: its
+    half-resolution comparison window, ``r`` pixels in from every side, must keep some area
+    (beyond it the cost is the mean of nothing, NaN, and the background comes out flat)."""
+    half = min(width, height) // 2
+    return next((radius for radius in range(64, 0, -1) if half > 2 * ((radius + 1) // 2 + 1)), 0)
+
+
 def estimate_shift(x: torch.Tensor, bg: torch.Tensor, radius: int) -> torch.Tensor:
     """Shift (N, 2) = (dx, dy) in pixels of x's grid such that shift_images(bg, shift) matches x."""
     r = (radius + 1) // 2 + 1  # half resolution, one ring beyond the radius so its edge still gets a fit

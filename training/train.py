@@ -29,7 +29,7 @@ from tqdm import tqdm
 from stream.argtypes import size_wxh
 from stream.errors import UserError
 from stream.maskclean import CleanUp, clean_masks
-from training.align import aligned_backgrounds, aligned_median, normalised_frames
+from training.align import aligned_backgrounds, aligned_median, max_radius, normalised_frames
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage, spread_stride
 from training.model import (INPUT_MODES, LEGACY_ALIGN, LEGACY_EXPOSURE, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet,
@@ -110,7 +110,9 @@ def pick_device(name: str) -> torch.device:
 
 
 def model_size(footage: Footage, cfg: TrainConfig) -> tuple[int, int]:
-    """(width, height) of the model: cfg.width_px wide, aspect kept, multiples of 2**depth."""
+    """(width, height) of the model: cfg.width_px rounded to a multiple of 2**depth; cfg.height as
+    given, else the footage's aspect, rounded likewise. Refuses sides under MIN_SIDE and an
+    ``align`` the model is too small to search."""
     _, h, w, _ = footage.frames.shape
     mult = 2**cfg.depth
     width = max(mult, int(round(cfg.width_px / mult)) * mult)
@@ -118,6 +120,10 @@ def model_size(footage: Footage, cfg: TrainConfig) -> tuple[int, int]:
     if min(width, height) < MIN_SIDE:
         raise UserError(f"the model would be {width}x{height} for {w}x{h} footage; each side needs {MIN_SIDE} pixels or more: "
                         "pass a larger --size WxH")
+    fits = max_radius(width, height)
+    if cfg.input_mode == "background" and cfg.align > fits:
+        raise UserError(f"--align {cfg.align} is too large for a {width}x{height} model: at most {fits} (0 turns it off), "
+                        "or a larger --size")
     return width, height
 
 
@@ -497,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("footage", nargs="+", help="video files, image folders, CDnet folders, recordings, or 'synthetic[:frames=N,seed=S]'")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, plots, summary.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--size", type=size_wxh, help="model resolution WxH (default: 160 wide, aspect kept)")
+    p.add_argument("--size", type=size_wxh, help="model resolution WxH (default: 160 wide, the footage's aspect; the width rounds to a multiple of 2**depth)")
     p.add_argument("--gray", action="store_true", help="train on gray frames instead of colour")
     p.add_argument("--frames", type=parse_range, dest="frame_range", help="use only frames A-B (1-based, inclusive)")
     p.add_argument("--max-frames", type=int, default=d.max_frames,
