@@ -101,3 +101,13 @@ def test_default_lambda():
 def test_rejects_non_matrix():
     with pytest.raises(ValueError):
         nuclear_loss(torch.zeros(2, 3, 4), 1.0)
+
+
+def test_a_non_finite_input_is_a_floating_point_error_not_a_linalg_traceback():
+    """A NaN in S reached eigh and came out as '_LinAlgError ... error code 15'; the trainer turns this error into 'the loss diverged'."""
+    m = torch.rand(4, 10, dtype=torch.float64, requires_grad=True)
+    for bad in (float("nan"), float("inf")):
+        x = m.detach().clone()
+        x[1, 2] = bad
+        with pytest.raises(FloatingPointError, match="non-finite"):
+            nuclear_loss(x.requires_grad_(), 1.0)

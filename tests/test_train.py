@@ -250,3 +250,16 @@ def test_an_align_the_model_cannot_search_is_refused(tmp_path):
     res = cli("train", *TINY, "--size", "32x32", "--align", "14", "--out", str(tmp_path / "out"))
     assert res.returncode == 2 and f"at most {max_radius(32, 32)}" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_network_output_gone_nan_is_the_diverged_message(tmp_path, monkeypatch):
+    from stream.errors import UserError
+    from training.train import Trainer, TrainConfig, train
+
+    def nan_step(self, opt):
+        raise FloatingPointError("a non-finite value (NaN or inf) reached the low-rank term")
+
+    monkeypatch.setattr(Trainer, "train_step", nan_step)
+    cfg = TrainConfig(footage=["synthetic:frames=30,size=64x48"], steps=3, batch=8, crop=32, width=4, depth=2)
+    with pytest.raises(UserError, match="the loss diverged at step 1; lower --lr"):
+        train(cfg, tmp_path / "run", progress=False)

@@ -27,6 +27,8 @@ def _gram_eig(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     Returns (s, V, rows): if rows, V holds left singular vectors (G = M M^T), else right ones.
     """
     m64 = m.detach().to(torch.float64)
+    if not torch.isfinite(m64).all():  # eigh would fail with an opaque linear-algebra error
+        raise FloatingPointError("a non-finite value (NaN or inf) reached the low-rank term")
     rows = m.shape[0] <= m.shape[1]
     gram = m64 @ m64.T if rows else m64.T @ m64
     evals, evecs = torch.linalg.eigh(gram)

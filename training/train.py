@@ -391,7 +391,10 @@ class Trainer:
                         interrupted = True
                         break
                     adam = self.step < self.cfg.steps
-                    loss, nuc, sp = self.train_step(self.opt if adam else self.sgd)
+                    try:
+                        loss, nuc, sp = self.train_step(self.opt if adam else self.sgd)
+                    except FloatingPointError:  # the network's output went NaN/inf: the same as a loss that diverged
+                        loss, nuc, sp = math.nan, math.nan, math.nan
                     if adam and self.step < self.sched.total_steps - 1:
                         self.sched.step()
                     self.step += 1
