@@ -22,7 +22,6 @@ import contextlib
 import copy
 import hashlib
 import logging
-import math
 import os
 import tempfile
 import time
@@ -41,7 +40,7 @@ from torch import nn
 import stream
 from stream.errors import UserError
 from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, MODEL_FORMAT, SCORE_MODEL_OUTPUT, SCORE_OUTPUT, ModelInfo
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.checkpoint import load_finished
 from training.metrics import Confusion, confusion, scores
 from training.model import UNet
 from training.rollback import read_model_version
@@ -67,25 +66,6 @@ FOOTAGE_SOURCES = 3
 FP16_NOTE = ("fp16 is meant for GPU execution providers: onnxruntime's CPU provider casts the float16 "
              "part back to float32, so on CPU it only halves the file")
 QUIET_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime.quantization")
-
-
-# --------------------------------------------------------------------------- checkpoint
-def load_finished(checkpoint: Path) -> tuple[dict[str, Any], UNet]:
-    """Load a checkpoint of a finished run and rebuild its network; anything else is a UserError."""
-    state = load_checkpoint(checkpoint)
-    threshold = state.get("threshold")
-    if threshold is None:
-        raise UserError(f"{checkpoint} has no threshold: its training run did not finish; finish it with "
-                        "`sparsecam train ... --resume` and export the run's model.pt")
-    try:
-        if not math.isfinite(float(threshold)):
-            raise ValueError(threshold)
-        net = model_from_checkpoint(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise UserError(f"{checkpoint}: cannot rebuild the model ({type(exc).__name__}: {first}); "
-                        "the checkpoint is damaged or from another sparsecam version") from None
-    return state, net
 
 
 # --------------------------------------------------------------------------- graph

@@ -291,3 +291,17 @@ def test_an_uppercase_onnx_suffix_is_still_an_onnx_model(synth, tmp_path):
     upper = tmp_path / "MODEL.ONNX"
     shutil.copy(REPO / "stream" / "models" / "default.onnx", upper)
     assert isinstance(load_predictor(upper), OnnxPredictor)
+
+
+def test_a_damaged_checkpoint_is_one_line_in_eval_as_in_export(synth, tmp_path):
+    """eval of a checkpoint whose config or weights do not fit raised a TypeError/RuntimeError traceback
+    (export said it in one line): one loader, training.checkpoint.load_finished, for both."""
+    from training.checkpoint import save_checkpoint
+    from training.model import ModelConfig, UNet
+
+    net = UNet(ModelConfig(width=2, depth=1, height=32, width_px=32))
+    state = {"model": net.state_dict(), "config": {**net.cfg.to_dict(), "from_the_future": 1}, "threshold": 0.1}
+    bad = tmp_path / "future.pt"
+    save_checkpoint(bad, state)
+    proc = run_cli("--set", str(synth), "--method", str(bad))
+    assert proc.returncode == 2 and "cannot rebuild the model" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -52,3 +53,21 @@ def model_from_checkpoint(state: dict[str, Any]) -> UNet:
     model.load_state_dict(state["model"])
     model.eval()
     return model
+
+
+def load_finished(checkpoint: Path) -> tuple[dict[str, Any], UNet]:
+    """Load a checkpoint of a finished run and rebuild its network; anything else is a UserError."""
+    state = load_checkpoint(checkpoint)
+    threshold = state.get("threshold")
+    if threshold is None:
+        raise UserError(f"{checkpoint} has no threshold: its training run did not finish (an unfinished training "
+                        "checkpoint); finish it with `sparsecam train ... --resume` and use the run's model.pt")
+    try:
+        if not math.isfinite(float(threshold)):
+            raise ValueError(threshold)
+        net = model_from_checkpoint(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise UserError(f"{checkpoint}: cannot rebuild the model ({type(exc).__name__}: {first}); "
+                        "the checkpoint is damaged or from another sparsecam version") from None
+    return state, net

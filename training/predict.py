@@ -24,16 +24,13 @@ class TorchPredictor:
     def __init__(self, path: Path) -> None:
         import torch
 
-        from training.checkpoint import load_checkpoint, model_from_checkpoint
+        from training.checkpoint import load_finished
         from training.wrapper import FramesToMask
 
-        state = load_checkpoint(path)
-        if state.get("threshold") is None:
-            raise UserError(f"{path} is an unfinished training checkpoint (no threshold yet); use the run's model.pt")
+        state, model = load_finished(path)  # a damaged or unfinished checkpoint: one line
         self.threshold = float(state["threshold"])
         self.name = str(path)
         self._torch = torch
-        model = model_from_checkpoint(state)
         self.module = FramesToMask(model, self.threshold)
         self.cleanup = model.cfg.cleanup()
 
