@@ -136,16 +136,21 @@ class Engine:
         if mask.shape != frame.shape[:3] or mask.dtype != np.uint8:
             raise UserError(f"model {self.path} returned a mask of shape {mask.shape} {mask.dtype} for a {frame.shape[1:3]} frame")
 
-    def run(self, frames: np.ndarray, with_score: bool = False):
-        """uint8 BGR (N,H,W,3) or (H,W,3) -> mask uint8 (N,H,W) [and score float32 (N,H,W)]."""
+    def run(self, frames: np.ndarray, with_score: bool = False, threshold: float | None = None):
+        """uint8 BGR (N,H,W,3) or (H,W,3) -> mask uint8 (N,H,W) [and score float32 (N,H,W)].
+
+        ``threshold`` replaces the model's own (evaluation): the mask is then ``score > threshold``,
+        cleaned up with that threshold as the model's mask is with its own."""
         single = frames.ndim == 3
         batch = frames[None] if single else frames
-        names = [MASK_OUTPUT, SCORE_OUTPUT] if with_score else [MASK_OUTPUT]
+        needed = [MASK_OUTPUT] + ([SCORE_OUTPUT] if with_score or threshold is not None else []) \
+            + ([SCORE_MODEL_OUTPUT] if self.cleanup.active else [])
+        got = dict(zip(needed, self.session.run(needed, {INPUT_NAME: np.ascontiguousarray(batch)})))
+        t = self.info.threshold if threshold is None else float(threshold)
+        mask = got[MASK_OUTPUT] if threshold is None else (got[SCORE_OUTPUT] > np.float32(t)).astype(np.uint8) * 255
         if self.cleanup.active:
-            names.append(SCORE_MODEL_OUTPUT)
-        out = self.session.run(names, {INPUT_NAME: np.ascontiguousarray(batch)})
-        if self.cleanup.active:
-            out[0] = clean_masks(out[0], out.pop(), self.info.threshold, self.cleanup)
+            mask = clean_masks(mask, got[SCORE_MODEL_OUTPUT], t, self.cleanup)
+        score = got.get(SCORE_OUTPUT)
         if single:
-            out = [o[0] for o in out]
-        return (out[0], out[1]) if with_score else out[0]
+            mask, score = mask[0], (score[0] if score is not None else None)
+        return (mask, score) if with_score else mask

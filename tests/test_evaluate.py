@@ -189,10 +189,10 @@ class BackgroundDiff:
         self.name = "background-diff"
         self.batches: list[int] = []
 
-    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, frames: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         self.batches.append(len(frames))
         score = (np.abs(frames.astype(np.float32) - self.background).max(-1) / 255).astype(np.float32)
-        return score, score > self.threshold
+        return score, score > (self.threshold if threshold is None else threshold)
 
 
 def test_model_method_batches_threshold_and_oracle(synth, tmp_path, monkeypatch):
@@ -305,3 +305,11 @@ def test_a_damaged_checkpoint_is_one_line_in_eval_as_in_export(synth, tmp_path):
     save_checkpoint(bad, state)
     proc = run_cli("--set", str(synth), "--method", str(bad))
     assert proc.returncode == 2 and "cannot rebuild the model" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_threshold_override_keeps_the_clean_up(synth):
+    """--threshold replaced the cleaned mask with a raw score > t: passing the model's own threshold gave another F."""
+    bundled = str(REPO / "stream" / "models" / "default.onnx")
+    own = ev.evaluate(synth, bundled)
+    same = ev.evaluate(synth, bundled, threshold=own["threshold"])
+    assert same["counts"] == own["counts"]

@@ -124,10 +124,8 @@ def _eval_model(ls: Any, model: Path, overlays: _Overlays, threshold: float | No
         if transform is not None:
             frames = transform(frames)
         t0 = time.perf_counter()
-        score, mask = predictor.predict(frames)
+        score, mask = predictor.predict(frames, threshold)  # another threshold: its mask cleaned up alike
         spent += time.perf_counter() - t0
-        if threshold is not None:
-            mask = score > np.asarray(threshold, dtype=score.dtype)
         for k, i in enumerate(batch):
             gt = ls.read_gt(i)
             roi = ls.roi
@@ -245,7 +243,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--overlays", type=Path, metavar="DIR",
                    help=f"write frame | overlay PNGs (TP green, FP red, FN blue), at most {MAX_OVERLAYS}")
     p.add_argument("--threshold", type=bounded(0.0, 1.0, low_open=True, what="a score threshold in (0, 1]"), metavar="T",
-                   help="override a model's mask threshold")
+                   help="override a model's mask threshold (the mask is cleaned up as with its own)")
     p.add_argument("--plot", type=Path, metavar="FILE",
                    help="draw recall against precision (.png/.svg/.pdf): a model's curve over thresholds and its own point")
     args = p.parse_args(argv)

@@ -15,8 +15,9 @@ class Predictor(Protocol):
     threshold: float
     name: str
 
-    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (N,H,W,3) BGR -> (score float32 (N,H,W), mask bool (N,H,W))."""
+    def predict(self, frames: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N,H,W,3) BGR -> (score float32 (N,H,W), mask bool (N,H,W)), the mask cleaned up as
+        the run time does; ``threshold`` replaces the model's own (mask = score > threshold, then the clean-up)."""
         ...
 
 
@@ -34,11 +35,15 @@ class TorchPredictor:
         self.module = FramesToMask(model, self.threshold)
         self.cleanup = model.cfg.cleanup()
 
-    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, frames: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
             mask, score, small = self.module(self._torch.from_numpy(np.ascontiguousarray(frames)))
-        mask = clean_masks(mask.numpy(), small.numpy(), self.threshold, self.cleanup)  # as the run time does
-        return score.numpy(), mask > 0
+        score, mask = score.numpy(), mask.numpy()
+        t = self.threshold if threshold is None else float(threshold)
+        if threshold is not None:
+            mask = (score > np.float32(t)).astype(np.uint8) * 255
+        mask = clean_masks(mask, small.numpy(), t, self.cleanup)  # as the run time does
+        return score, mask > 0
 
 
 class OnnxPredictor:
@@ -49,8 +54,8 @@ class OnnxPredictor:
         self.threshold = self.engine.info.threshold
         self.name = str(path)
 
-    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mask, score = self.engine.run(frames, with_score=True)
+    def predict(self, frames: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        mask, score = self.engine.run(frames, with_score=True, threshold=threshold)
         return score, mask > 0
 
 
