@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stream.files import write_atomic
+
 
 def write_json(path: Path, data: Any, indent: int = 1) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=indent))
+    write_atomic(path, json.dumps(data, indent=indent))  # a run stopped mid-write keeps the previous figures

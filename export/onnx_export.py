@@ -401,6 +401,8 @@ def export_model(checkpoint: Path, out: Path, precision: str = "fp32", calibrati
                 raise UserError(f"{out}: the {precision} export failed the parity check against PyTorch "
                                 f"({'; '.join(failures)}); nothing written")
         os.replace(tmp, out)
+    except OSError as exc:  # a full disk, say: one line, and an earlier export at --out stays whole
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

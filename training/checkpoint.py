@@ -25,6 +25,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     try:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, say: one line, and the previous checkpoint stays whole
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

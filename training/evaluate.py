@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from stream.argtypes import bounded
 from stream.errors import UserError
+from stream.files import write_atomic
 from training.baselines import CLASSIC_METHODS, run_classic_timed
 from training.metrics import Confusion, ThresholdSweep, confusion, scores
 
@@ -265,9 +266,5 @@ def cli(argv: list[str]) -> int:
             raise UserError(f"cannot write {args.plot}: {exc.strerror}") from exc
         print(f"plot: {args.plot}")
     if args.json is not None:
-        try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
-        except OSError as exc:
-            raise UserError(f"cannot write {args.json}: {exc.strerror}") from exc
+        write_atomic(args.json, json.dumps(result, indent=2) + "\n")
     return 0

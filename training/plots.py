@@ -65,7 +65,8 @@ def save_montage(frames: np.ndarray, s: np.ndarray, masks: np.ndarray, path: Pat
     if img.shape[1] < 900:  # small models: enlarge so the picture is readable
         f = 900 / img.shape[1]
         img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
-    cv2.imwrite(str(path), img)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"cannot write {path}")
 
 
 def save_pr_plot(panels: list[dict], path: Path) -> None:

@@ -45,6 +45,7 @@ import yaml
 
 from stream.argtypes import fraction
 from stream.errors import UserError
+from stream.files import write_atomic
 from stream.recorder import MANIFEST, RETRAIN_MIN_FRAMES, RETRAIN_MIN_HOLDOUT, RETRAIN_MIN_TRAIN, read_manifest
 from training.rollback import (CURRENT, DEFAULT_KEEP, camera_dir, camera_lock, history_entries,
                                promote, read_model_version)
@@ -113,9 +114,7 @@ def _link_frames(entries: list[dict], src: Path, dst: Path) -> list[dict]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 # --------------------------------------------------------------------------- config

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from stream.argtypes import size_wxh
 from stream.errors import UserError
+from stream.files import write_atomic
 from stream.maskclean import CleanUp, clean_masks
 from training.align import aligned_backgrounds, aligned_median, max_radius, normalised_frames
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -288,7 +289,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create the run folder {self.out}: {exc.strerror}; pick another --out") from None
-        (self.out / "run.json").write_text(json.dumps({"identity": self.cfg.identity(), "config": self.cfg.__dict__}, indent=1, default=str))
+        write_atomic(self.out / "run.json", json.dumps({"identity": self.cfg.identity(), "config": self.cfg.__dict__}, indent=1, default=str))
 
     # -- checkpoints ---------------------------------------------------------------------
     def state(self, threshold: float | None = None) -> dict[str, Any]:
@@ -443,11 +444,14 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
     for key in ("opt", "sgd"):  # model.pt: what inference and export need, no optimiser state
         state.pop(key)
     save_checkpoint(tr.out / "model.pt", state)
-    save_loss_curve(tr.history, tr.out / "loss.png")
     pick = idx[np.linspace(0, len(idx) - 1, 4).round().astype(int)]
     pick_pos = [int(np.where(idx == p)[0][0]) for p in pick]
     masks = clean_masks(np.where(scores[pick_pos] > threshold, 255, 0).astype(np.uint8), scores[pick_pos], threshold, tr.model.cfg.cleanup())
-    save_montage(tr.frames[pick], s[pick_pos], masks > 0, tr.out / "montage.png")
+    try:  # the model is saved: a plot that cannot be written is a warning, not a lost run
+        save_loss_curve(tr.history, tr.out / "loss.png")
+        save_montage(tr.frames[pick], s[pick_pos], masks > 0, tr.out / "montage.png")
+    except OSError as exc:
+        log.warning("could not write the run's plots: %s", exc)
     summary = {
         "footage": [str(p) for p in tr.cfg.footage],
         "frames_used": int(len(tr.frames)),
@@ -465,7 +469,7 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
         "fg_ratio_train": float((scores > threshold).mean()),
         "config": tr.cfg.__dict__,
     }
-    (tr.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_atomic(tr.out / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
 
 

@@ -1,0 +1,32 @@
+"""Writing a file so that a reader never sees half of it, and a full disk is one clear line.
+
+``write_atomic`` writes next to the target and renames over it (``os.replace``): a crash, a kill or
+a full disk leaves the previous file whole (or none), never a truncated one that a later run would
+trip over. An ``OSError`` becomes a :class:`UserError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from stream.errors import UserError
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
