@@ -17,8 +17,8 @@ from training.data import (
     default_data_root,
     load_footage,
     open_labeled_set,
-    random_window_batch,
     spread_stride,
+    window_batch,
 )
 from training.resize import resize_image
 
@@ -354,7 +354,7 @@ def test_default_data_root(monkeypatch, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- batches
-def test_random_window_batch_shares_one_window() -> None:
+def test_window_batch_shares_one_window() -> None:
     n, h, w = 10, 40, 50
     # frame k holds the value k everywhere plus a position code, so crops reveal index and window
     yy, xx = np.mgrid[0:h, 0:w]
@@ -362,18 +362,18 @@ def test_random_window_batch_shares_one_window() -> None:
     rng = np.random.default_rng(0)
     windows = set()
     for _ in range(20):
-        b = random_window_batch(frames, 4, (16, 20), rng)
-        assert b.shape == (4, 16, 20, 3)
-        ids = b[:, 0, 0, 0]
-        assert len(set(ids.tolist())) == 4  # distinct frames
+        idx, rows, cols = window_batch(n, (h, w), 4, 16, rng)
+        b = frames[idx, rows, cols]
+        assert b.shape == (4, 16, 16, 3)
+        assert len(set(b[:, 0, 0, 0].tolist())) == 4  # distinct frames
         y0, x0 = b[:, 0, 0, 1], b[:, 0, 0, 2]
         assert (y0 == y0[0]).all() and (x0 == x0[0]).all()  # one window for all
-        assert np.array_equal(b[0, :, :, 1], yy[y0[0]:y0[0] + 16, x0[0]:x0[0] + 20])
+        assert np.array_equal(b[0, :, :, 1], yy[y0[0]:y0[0] + 16, x0[0]:x0[0] + 16])
         windows.add((int(y0[0]), int(x0[0])))
     assert len(windows) > 5
-    full = random_window_batch(frames, 3, None, rng)
-    assert full.shape == (3, h, w, 3)
-    few = random_window_batch(frames[:2], 5, (8, 8), rng)  # fewer frames than n: with replacement
-    assert few.shape == (5, 8, 8, 3)
-    with pytest.raises(UserError, match="crop"):
-        random_window_batch(frames, 2, (64, 64), rng)
+    idx, rows, cols = window_batch(n, (h, w), 3, None, rng)
+    assert frames[idx, rows, cols].shape == (3, h, w, 3)
+    idx, rows, cols = window_batch(2, (h, w), 5, 8, rng)  # fewer frames than n: with replacement
+    assert len(idx) == 5 and set(idx.tolist()) <= {0, 1}
+    idx, rows, cols = window_batch(n, (h, w), 2, 64, rng)  # a crop larger than the frame: the whole side
+    assert frames[idx, rows, cols].shape == (2, h, w, 3)

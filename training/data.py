@@ -1,8 +1,8 @@
 """Footage readers (videos, image folders, CDnet sets, daemon recordings, the synthetic scene).
 
 numpy + cv2 (torch only to resize, see load_footage). ``load_footage`` turns paths into one
-(N, H, W, C) uint8 array; ``open_labeled_set`` indexes a CDnet-style labeled set for evaluation; ``random_window_batch``
-draws training batches that share one crop window (keeping the low-rank prior valid).
+(N, H, W, C) uint8 array; ``open_labeled_set`` indexes a CDnet-style labeled set for evaluation; ``window_batch``
+picks a training batch's frames and the one crop window they share (keeping the low-rank prior valid).
 """
 
 from __future__ import annotations
@@ -435,20 +435,15 @@ def open_labeled_set(root: Path) -> LabeledSet:
 
 
 # --------------------------------------------------------------------------- batches
-def random_window_batch(frames: np.ndarray, n: int, crop: tuple[int, int] | None,
-                        rng: np.random.Generator) -> np.ndarray:
-    """``n`` distinct frames (with replacement only if fewer than ``n`` exist), all cut with ONE window.
-
-    ``crop`` = (h, w) or None for the full frame; returns (n, h, w, C). Sharing the window keeps the
-    stacked batch a low-rank background plus sparse foreground.
-    """
-    N, H, W = frames.shape[:3]
-    if N == 0 or n < 1:
-        raise ValueError(f"need frames and n >= 1 (got {N} frames, n={n})")
-    ch, cw = (H, W) if crop is None else crop
-    if ch > H or cw > W or ch < 1 or cw < 1:
-        raise UserError(f"crop {ch}x{cw} (h x w) does not fit in frames of {H}x{W}; use a smaller --crop")
-    idx = np.sort(rng.choice(N, size=n, replace=N < n))
-    y = int(rng.integers(0, H - ch + 1))
-    x = int(rng.integers(0, W - cw + 1))
-    return frames[idx, y:y + ch, x:x + cw]
+def window_batch(n_frames: int, size: tuple[int, int], n: int, crop: int | None,
+                 rng: np.random.Generator) -> tuple[np.ndarray, slice, slice]:
+    """Indices of ``n`` frames (with replacement only if fewer than ``n`` exist) and ONE window
+    (rows, cols) to cut all of them with: ``crop`` x ``crop`` pixels (the frame's side where that is
+    smaller; None or 0: whole frames). Sharing the window keeps the stacked batch a low-rank
+    background plus a sparse foreground. ``size`` = (height, width) of the frames."""
+    h, w = size
+    idx = rng.choice(n_frames, size=n, replace=n_frames < n)
+    ch, cw = min(crop or h, h), min(crop or w, w)
+    y = int(rng.integers(0, h - ch + 1))
+    x = int(rng.integers(0, w - cw + 1))
+    return idx, slice(y, y + ch), slice(x, x + cw)

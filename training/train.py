@@ -32,7 +32,7 @@ from stream.files import write_atomic
 from stream.maskclean import CleanUp, clean_masks
 from training.align import aligned_backgrounds, aligned_median, max_radius, normalised_frames
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from training.data import Footage, load_footage, spread_stride
+from training.data import Footage, load_footage, spread_stride, window_batch
 from training.model import (INPUT_MODES, LEGACY_ALIGN, LEGACY_EXPOSURE, NORMS, OUTPUTS, SCORE_FILTERS, ModelConfig, UNet,
                             count_parameters, foreground_score)
 from training.prox import default_lambda, low_rank_sparse_loss
@@ -342,14 +342,9 @@ class Trainer:
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """N frames of the scene and the background, all cropped at one random window."""
         n_total, h, w, _ = self.frames.shape
-        n = self.cfg.batch
-        idx = self.rng.choice(n_total, size=n, replace=n_total < n)
-        ch = min(self.cfg.crop or h, h)
-        cw = min(self.cfg.crop or w, w)
-        y = int(self.rng.integers(0, h - ch + 1))
-        x = int(self.rng.integers(0, w - cw + 1))
-        d = to_tensor(self.frames[idx, y : y + ch, x : x + cw], self.device)
-        bg = to_tensor(self.backgrounds(idx)[:, y : y + ch, x : x + cw], self.device)
+        idx, rows, cols = window_batch(n_total, (h, w), self.cfg.batch, self.cfg.crop, self.rng)
+        d = to_tensor(self.frames[idx, rows, cols], self.device)
+        bg = to_tensor(self.backgrounds(idx)[:, rows, cols], self.device)
         return d, bg
 
     def train_step(self, opt: torch.optim.Optimizer) -> tuple[float, float, float]:
