@@ -39,7 +39,8 @@ class Requirements:
 
 
 def _fit(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """BGR uint8 (N,H,W,3) resized to ``size`` = (w, h)."""
+    """BGR uint8 (N,H,W,3) resized to ``size`` = (w, h), with cv2 (this module stays torch-free, so not
+    training.resize's exact graph resize; retrain passes frames already at the model's size)."""
     frames = np.asarray(frames, np.uint8)
     if frames.ndim == 4 and frames.shape[3] == 1:
         frames = np.repeat(frames, 3, axis=3)
