@@ -165,8 +165,8 @@ def _synthetic_items(spec: str, gray: bool) -> Iterator[_Item]:
 
 
 def _estimate_total(path: str, sel: _Selector) -> int | None:
-    """Rough frame count for the progress bar (None when unknown)."""
-    p = Path(path)
+    """Rough frame count for the progress bar and the stride spreading (None when unknown)."""
+    p = Path(path).expanduser()
     try:
         if p.is_file() and p.suffix.lower() not in IMAGE_EXTS:
             cap = cv2.VideoCapture(str(p))
@@ -198,7 +198,7 @@ def check_selection(stride: int, max_frames: int | None, frame_range: tuple[int,
 
 def footage_here(source: str) -> bool:
     """True when ``source`` (a checkpoint's footage entry) can be read on this machine: the synthetic scene or an existing path."""
-    return is_synthetic_spec(source) or Path(source).exists()
+    return is_synthetic_spec(source) or Path(source).expanduser().exists()
 
 
 def spread_stride(paths: Sequence[str | Path], max_frames: int | None, stride: int = 1,
