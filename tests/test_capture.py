@@ -408,33 +408,21 @@ def test_looping_folder_that_vanishes_waits_and_resumes(tmp_path: Path) -> None:
         cam.stop()
 
 
-def test_looping_video_file_deleted_then_restored(tmp_path: Path) -> None:
-    path = _write_video(tmp_path / "clip.avi", 5)
-    backup = (tmp_path / "backup.avi")
-    backup.write_bytes(path.read_bytes())
-    cam = CameraThread("c", make_source(str(path), fps=100, loop=True), pace=True, reopen_delay=0.05, max_reopen_delay=0.1).start()
-    try:
-        assert cam.get(timeout=2) is not None
-        path.unlink()  # the open handle reads on to the end, then the loop finds it gone
-        assert _wait(lambda: cam.last_error is not None and "disappeared" in cam.last_error)
-        assert cam.running and cam.error is None
-        backup.rename(path)
-        assert _wait(lambda: cam.last_error is None)
-        assert cam.get(timeout=2) is not None
-    finally:
-        cam.stop()
-
-
-def test_looping_video_file_unreadable_for_a_while_is_waited_for(tmp_path: Path) -> None:
-    """A looping file that cannot be decoded when the loop reopens it (being replaced) ended the
-    camera for good; it is waited for like a vanished one."""
+@pytest.mark.parametrize("fault", ["deleted", "unreadable"])
+def test_looping_video_file_gone_or_unreadable_for_a_while_is_waited_for(tmp_path: Path, fault: str) -> None:
+    """A looping file that vanishes, or cannot be decoded when the loop reopens it (being replaced:
+    that ended the camera for good), is waited for until it is back."""
     path = _write_video(tmp_path / "clip.avi", 5)
     good = path.read_bytes()
     cam = CameraThread("c", make_source(str(path), fps=100, loop=True), pace=True, reopen_delay=0.05, max_reopen_delay=0.1).start()
     try:
         assert cam.get(timeout=2) is not None
-        path.write_bytes(b"half-copied, not a video yet")
-        assert _wait(lambda: cam.last_error is not None and "cannot read video file" in cam.last_error)
+        if fault == "deleted":
+            path.unlink()  # the open handle reads on to the end, then the loop finds it gone
+        else:
+            path.write_bytes(b"half-copied, not a video yet")
+        words = "disappeared" if fault == "deleted" else "cannot read video file"
+        assert _wait(lambda: cam.last_error is not None and words in cam.last_error)
         assert cam.running and cam.error is None
         path.write_bytes(good)
         assert _wait(lambda: cam.last_error is None)

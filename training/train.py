@@ -392,8 +392,8 @@ class Trainer:
                     adam = self.step < self.cfg.steps
                     try:
                         loss, nuc, sp = self.train_step(self.opt if adam else self.sgd)
-                    except FloatingPointError:  # the network's output went NaN/inf: the same as a loss that diverged
-                        loss, nuc, sp = math.nan, math.nan, math.nan
+                    except FloatingPointError:  # the network's output went NaN/inf: the loss diverged
+                        raise UserError(f"the loss diverged at step {self.step + 1}; lower --lr (now {self.cfg.lr})") from None
                     if adam and self.step < self.sched.total_steps - 1:
                         self.sched.step()
                     self.step += 1
