@@ -249,3 +249,11 @@ def test_promote_with_keep_0_does_not_claim_a_kept_previous_model(tmp_path: Path
     shutil.copy(BUNDLED_MODEL, new)
     kept = promote(cam, new, keep=1)
     assert kept is not None and kept.is_file()
+
+
+def test_rollback_refuses_a_camera_its_config_does_not_list(tmp_path: Path) -> None:
+    """retrain refused a camera missing from --config; rollback went on with the config's model.dir (one rule now)."""
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text(f"cameras:\n  - id: door\n    source: synthetic\nmodel:\n  dir: {tmp_path / 'models'}\n")
+    r = run("rollback", "--camera", "cam0", "--config", str(cfg))
+    assert r.returncode == 2 and "'cam0' is not in" in r.stderr and "door" in r.stderr, r.stderr[-2000:]

@@ -47,7 +47,7 @@ from stream.argtypes import fraction
 from stream.errors import UserError
 from stream.files import write_atomic
 from stream.recorder import MANIFEST, RETRAIN_MIN_FRAMES, RETRAIN_MIN_HOLDOUT, RETRAIN_MIN_TRAIN, read_manifest
-from training.rollback import (CURRENT, DEFAULT_KEEP, camera_dir, camera_lock, history_entries,
+from training.rollback import (CURRENT, DEFAULT_KEEP, camera_dir, camera_folders, camera_lock, history_entries,
                                promote, read_model_version)
 
 log = logging.getLogger("sparsecam.retrain")
@@ -386,18 +386,9 @@ def cli(argv: list[str]) -> int:
     from training.validate import Requirements
 
     a = build_parser().parse_args(argv)
-    models, recordings = a.models, a.recordings
-    if a.config is not None:
-        from stream.config import load_config
-
-        cfg = load_config(a.config)
-        known = [c.id for c in cfg.cameras]
-        if a.camera not in known:
-            raise UserError(f"camera {a.camera!r} is not in {a.config} (cameras: {', '.join(known)}); check --camera")
-        models = models or cfg.model.dir
-        recordings = recordings or cfg.recording.dir
+    models, recordings = camera_folders(a.camera, a.config, a.models, a.recordings)
     opts = RetrainOptions(
-        camera=a.camera, models=Path(models or "models"), recordings=Path(recordings or "recordings"), steps=a.steps,
+        camera=a.camera, models=models, recordings=recordings, steps=a.steps,
         max_frames=a.max_frames, from_current=a.from_current, keep=a.keep, train_options=dict(a.train_option),
         requirements=Requirements(rpca_tolerance=a.rpca_tolerance, min_object_f=a.min_object_f),
         progress=sys.stderr.isatty(), threads=a.threads,

@@ -189,17 +189,21 @@ def rollback(models: Path, camera: str) -> dict[str, str | None]:
             "restored_from": str(restored), "rolled_back_to": str(archived) if archived else None}
 
 
-def models_dir_from(config: Path | None, models: Path | None) -> Path:
-    """--models, else model.dir of the daemon's YAML, else ``models``."""
-    if models is not None:
-        return models
+def camera_folders(camera: str, config: Path | None, models: Path | None,
+                   recordings: Path | None = None) -> tuple[Path, Path]:
+    """(models, recordings) folders for ``camera``: the options given, else the daemon's YAML
+    (model.dir, recording.dir; the camera must be one of its cameras), else ``models`` and
+    ``recordings``. What `sparsecam retrain` and `sparsecam rollback` both take from --config."""
     if config is not None:
         from stream.config import load_config
 
-        d = load_config(config).model.dir
-        if d is not None:
-            return Path(d)
-    return Path("models")
+        cfg = load_config(config)
+        known = [c.id for c in cfg.cameras]
+        if camera not in known:
+            raise UserError(f"camera {camera!r} is not in {config} (cameras: {', '.join(known)}); check --camera")
+        models = models or cfg.model.dir
+        recordings = recordings or cfg.recording.dir
+    return Path(models or "models"), Path(recordings or "recordings")
 
 
 def cli(argv: list[str]) -> int:
@@ -210,7 +214,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--models", type=Path, help="models folder (default: model.dir of --config, else models/)")
     p.add_argument("--config", type=Path, help="the daemon's YAML, for model.dir")
     args = p.parse_args(argv)
-    r = rollback(models_dir_from(args.config, args.models), args.camera)
+    r = rollback(camera_folders(args.camera, args.config, args.models)[0], args.camera)
     print(f"rollback {r['camera']}: {r['old_version'] or '(none)'} -> {r['new_version']}; {r['current']} restored from "
           f"{Path(r['restored_from']).name}" + (f"; previous kept as {Path(r['rolled_back_to']).name}" if r["rolled_back_to"] else ""))
     return 0
