@@ -6,7 +6,7 @@
   file that is not JSON, before minutes of measuring.
 * :func:`replace_run` clears a run folder a benchmark trains into, but only an earlier sparsecam
   run (``run.json`` in it): anything else there, and any ``--out`` that holds or lies in the data
-  folder, is refused.
+  folder, is refused (:func:`check_replaceable` says so before the first training).
 """
 
 from __future__ import annotations
@@ -52,11 +52,15 @@ def check_out(out: Path, data: Path) -> None:
         raise UserError(f"--out {out} and --data {data} overlap; the benchmark replaces runs under --out: pick a folder outside the data")
 
 
-def replace_run(run_dir: Path) -> None:
-    """Remove an earlier sparsecam run at ``run_dir`` so a benchmark can train afresh; refuse anything else."""
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir() or not (run_dir / "run.json").is_file():
+def check_replaceable(run_dir: Path) -> None:
+    """Refuse ``run_dir`` unless it is missing or an earlier sparsecam run (``run.json`` in it)."""
+    if run_dir.exists() and (not run_dir.is_dir() or not (run_dir / "run.json").is_file()):
         raise UserError(f"{run_dir} exists and is not a sparsecam training run (no run.json); "
                         "the benchmark would replace it: move it or pick another --out")
-    shutil.rmtree(run_dir)
+
+
+def replace_run(run_dir: Path) -> None:
+    """Remove an earlier sparsecam run at ``run_dir`` so a benchmark can train afresh; refuse anything else."""
+    check_replaceable(run_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)

@@ -22,8 +22,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_out, json_target, run  # noqa: E402
-from bench.quality import add_set_args, chosen_sets, train_model  # noqa: E402
+from bench.cli import check_out, check_replaceable, json_target, run  # noqa: E402
+from bench.quality import add_set_args, chosen_sets, run_dir, train_model  # noqa: E402
 from stream.errors import UserError  # noqa: E402
 from bench.report import write_json  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
@@ -76,6 +76,8 @@ def main() -> int:
         load_checkpoint(args.model)  # a missing or foreign file: one line now, not a traceback after the set loads
     else:
         check_out(args.out, args.data)
+        for name in sets:  # before the first training
+            check_replaceable(run_dir(args.out, name))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in sets:

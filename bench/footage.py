@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_out, json_target, replace_run, run  # noqa: E402
+from bench.cli import check_out, check_replaceable, json_target, replace_run, run  # noqa: E402
 from bench.report import write_json  # noqa: E402
 from stream.argtypes import integer  # noqa: E402
 from stream.errors import UserError  # noqa: E402
@@ -132,6 +132,8 @@ def main() -> int:
         clips = [by_name[n] for n in args.clips]
     if not clips:
         raise UserError(f"no videos or image folders in {folder}")
+    for clip in clips:  # before the first training
+        check_replaceable(args.out / clip.stem)
     results: dict[str, dict[str, Any]] = {}
     rows = []
     for clip in clips:

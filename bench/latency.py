@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Latency benchmark: the daemon end to end against a bare session.run loop and OpenCV MOG2.
+"""Latency benchmark: the daemon end to end against a bare ``Engine.run`` loop and OpenCV MOG2.
 
 For each size (default 320x240 and 640x480), in one run on this machine:
 - inference: a bare ``Engine.run`` loop on one frame (the model alone, onnxruntime, with the

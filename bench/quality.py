@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_out, json_target, replace_run, run  # noqa: E402
+from bench.cli import check_out, check_replaceable, json_target, replace_run, run  # noqa: E402
 from bench.report import write_json  # noqa: E402
 from stream.argtypes import integer  # noqa: E402
 from stream.errors import UserError  # noqa: E402
@@ -49,6 +49,11 @@ def pybgs_available() -> bool:
     return True
 
 
+def run_dir(out: Path, name: str, seed: int = 0) -> Path:
+    """Where the run of ``name`` with ``seed`` goes under --out."""
+    return out / (name if seed == 0 else f"{name}-seed{seed}")
+
+
 def train_model(name: str, root: Path, out: Path, steps: int | None, input_mode: str | None = None, seed: int = 0) -> tuple[Path, dict]:
     from training.train import TrainConfig, train
 
@@ -57,7 +62,7 @@ def train_model(name: str, root: Path, out: Path, steps: int | None, input_mode:
     if input_mode:
         overrides["input_mode"] = input_mode
     cfg = TrainConfig(footage=[str(root)], frame_range=frames, seed=seed, **overrides)  # checked as `sparsecam train` checks them
-    run = out / (name if seed == 0 else f"{name}-seed{seed}")
+    run = run_dir(out, name, seed)
     replace_run(run)
     t0 = time.time()
     summary = train(cfg, run, progress=True)  # in a log: a line every 30 s
@@ -123,6 +128,9 @@ def main() -> int:
     args = ap.parse_args()
     sets = chosen_sets(args)
     check_out(args.out, args.data)
+    for name in sets:  # before the first training, not after an hour of it
+        for seed in range(args.seeds):
+            check_replaceable(run_dir(args.out, name, seed))
     classic = [] if args.no_classic else CLASSIC + (["subsense", "pawcs"] if pybgs_available() else [])
     if not args.no_classic and not pybgs_available():
         print("note: pybgs is not importable, so subsense and pawcs are skipped (pip install pybgs; needs libopencv-dev, cmake)", file=sys.stderr)

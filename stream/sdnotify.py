@@ -1,8 +1,8 @@
 """systemd ``sd_notify`` over ``$NOTIFY_SOCKET`` (stdlib only; a no-op outside systemd).
 
 Used with ``Type=notify`` + ``WatchdogSec=`` units (see deploy/systemd/sparsecam.service):
-the daemon calls ``ready()`` once it publishes, ``watchdog()`` at half of
-``watchdog_interval()`` while frames flow, and ``stopping()`` on shutdown. Send errors are
+the daemon calls ``ready()`` once its sockets are bound and its cameras started, ``watchdog()``
+at half of ``watchdog_interval()`` while its main loop turns, and ``stopping()`` on shutdown. Send errors are
 logged once and never raised: a broken notify socket must not stop the cameras.
 """
 

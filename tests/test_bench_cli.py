@@ -66,3 +66,16 @@ def test_bench_scripts_say_one_line_and_exit_2(tmp_path, script, args, words):
     assert "Traceback" not in res.stderr and res.stderr.strip().splitlines()[-1].startswith("error: ")
     if words:
         assert words in res.stderr
+
+
+def test_quality_refuses_a_foreign_folder_of_a_later_seed_before_training(tmp_path):
+    """The refusal came inside the training loop: after the first sets had trained for minutes."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    (data / "a" / "groundtruth").mkdir(parents=True)
+    (out / "a-seed1").mkdir(parents=True)
+    (out / "a-seed1" / "mine.txt").write_text("keep")
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "quality.py"), "--data", str(data), "--out", str(out),
+                          "--seeds", "2", "--no-classic"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "a-seed1 exists and is not a sparsecam training run" in res.stderr, res.stderr[-2000:]
+    assert "== a" not in res.stderr  # nothing trained
+    assert (out / "a-seed1" / "mine.txt").read_text() == "keep"
