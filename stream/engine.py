@@ -143,8 +143,8 @@ class Engine:
         cleaned up with that threshold as the model's mask is with its own."""
         single = frames.ndim == 3
         batch = frames[None] if single else frames
-        needed = [MASK_OUTPUT] + ([SCORE_OUTPUT] if with_score or threshold is not None else []) \
-            + ([SCORE_MODEL_OUTPUT] if self.cleanup.active else [])
+        needed = ([MASK_OUTPUT] if threshold is None else []) + ([SCORE_OUTPUT] if with_score or threshold is not None else []) \
+            + ([SCORE_MODEL_OUTPUT] if self.cleanup.active else [])  # the graph's mask is not read when another threshold makes it
         got = dict(zip(needed, self.session.run(needed, {INPUT_NAME: np.ascontiguousarray(batch)})))
         t = self.info.threshold if threshold is None else float(threshold)
         mask = got[MASK_OUTPUT] if threshold is None else (got[SCORE_OUTPUT] > np.float32(t)).astype(np.uint8) * 255
