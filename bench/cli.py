@@ -2,8 +2,8 @@
 
 * :func:`run` calls a script's ``main`` and turns a :class:`UserError` into one line on stderr and
   exit code 2, as the ``sparsecam`` commands do (never a traceback for a user's mistake).
-* :func:`json_target` (an argparse type) refuses a ``--json`` that is a folder or an existing
-  file that is not JSON, before minutes of measuring.
+* ``--json`` targets are checked by ``stream.argtypes.json_target`` (an argparse type), before
+  minutes of measuring.
 * :func:`replace_run` clears a run folder a benchmark trains into, but only an earlier sparsecam
   run (``run.json`` in it): anything else there, and any ``--out`` that holds or lies in the data
   folder, is refused (:func:`check_replaceable` says so before the first training).
@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -31,18 +29,6 @@ def run(main: Callable[[], int]) -> NoReturn:
         print("interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
-
-
-def json_target(text: str) -> Path:
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name such as {path / 'results.json'}")
-    if path.exists():
-        try:
-            json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{text} exists and is not a JSON result; choose another file name") from None
-    return path
 
 
 def check_out(out: Path, data: Path) -> None:

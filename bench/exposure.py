@@ -22,8 +22,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_out, check_replaceable, json_target, run  # noqa: E402
+from bench.cli import check_out, check_replaceable, run  # noqa: E402
 from bench.quality import add_set_args, chosen_sets, run_dir, train_model  # noqa: E402
+from stream.argtypes import json_target  # noqa: E402
 from stream.errors import UserError  # noqa: E402
 from bench.report import write_json  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
@@ -65,7 +66,7 @@ def main() -> int:
     ap.add_argument("--model", type=Path, help="evaluate this checkpoint (with one --set) instead of training one")
     ap.add_argument("--factors", type=parse_factors, default=list(DEFAULT_FACTORS), help="exposure factors, comma-separated")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "exposure", help="where the trained runs go")
-    ap.add_argument("--json", type=json_target, help="write {set: {on|off: {factor: F}}} here")
+    ap.add_argument("--json", type=json_target(), help="write {set: {on|off: {factor: F}}} here")
     args = ap.parse_args()
     sets = chosen_sets(args)
     if args.model is not None and len(sets) != 1:

@@ -26,9 +26,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_out, check_replaceable, json_target, replace_run, run  # noqa: E402
+from bench.cli import check_out, check_replaceable, replace_run, run  # noqa: E402
 from bench.report import write_json  # noqa: E402
-from stream.argtypes import integer  # noqa: E402
+from stream.argtypes import integer, json_target  # noqa: E402
 from stream.errors import UserError  # noqa: E402
 from training.data import VIDEO_EXTS, default_data_root  # noqa: E402
 
@@ -115,7 +115,7 @@ def main() -> int:
     ap.add_argument("--clip", action="append", dest="clips", help="clip name in that folder (repeatable; default: all)")
     ap.add_argument("--steps", type=integer(1), help="training steps (default: the trainer's default)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "footage", help="runs and sheet.png go here")
-    ap.add_argument("--json", type=json_target, help="write the figures here")
+    ap.add_argument("--json", type=json_target(), help="write the figures here")
     args = ap.parse_args()
     folder = args.data / FOLDER
     if not folder.is_dir():

@@ -26,9 +26,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import json_target, run  # noqa: E402
+from bench.cli import run  # noqa: E402
 from bench.report import write_json  # noqa: E402
-from stream.argtypes import bounded, integer, seconds, size_wxh  # noqa: E402
+from stream.argtypes import bounded, integer, json_target, seconds, size_wxh  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.maskclean import clean_masks  # noqa: E402
 from stream.modelinfo import BUNDLED_MODEL, INPUT_NAME, MASK_OUTPUT, SCORE_MODEL_OUTPUT  # noqa: E402
@@ -106,7 +106,7 @@ def main() -> int:
     ap.add_argument("--fps", type=bounded(0.0, low_open=True, what="a frame rate > 0"), default=30.0,
                     help="camera rate for the latency run (default 30)")
     ap.add_argument("--threads", type=integer(0), default=0, help="onnxruntime intra-op threads, in the bare loop and the daemon (0 = default)")
-    ap.add_argument("--json", type=json_target, help="write {size: {fps, p50_ms, ...}} here")
+    ap.add_argument("--json", type=json_target(), help="write {size: {fps, p50_ms, ...}} here")
     args = ap.parse_args()
     engine = Engine(args.model, intra_op_threads=args.threads)
     print(f"model {args.model.name} [{engine.model_version}] {engine.info.width}x{engine.info.height} on {engine.provider}", file=sys.stderr)

@@ -25,9 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_out, check_replaceable, json_target, replace_run, run  # noqa: E402
+from bench.cli import check_out, check_replaceable, replace_run, run  # noqa: E402
 from bench.report import write_json  # noqa: E402
-from stream.argtypes import integer  # noqa: E402
+from stream.argtypes import integer, json_target  # noqa: E402
 from stream.errors import UserError  # noqa: E402
 from training.data import default_data_root  # noqa: E402
 from training.evaluate import evaluate, plot_panel  # noqa: E402
@@ -119,7 +119,7 @@ def chosen_sets(args: argparse.Namespace) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_set_args(ap)
-    ap.add_argument("--json", type=json_target, help="write the results here")
+    ap.add_argument("--json", type=json_target(), help="write the results here")
     ap.add_argument("--steps", type=integer(1), help="training steps (default: the trainer's default)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "quality", help="where the trained runs go")
     ap.add_argument("--no-classic", action="store_true", help="evaluate only the trained model")

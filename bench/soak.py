@@ -33,9 +33,9 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import json_target, run  # noqa: E402
+from bench.cli import run  # noqa: E402
 from bench.report import write_json  # noqa: E402
-from stream.argtypes import bounded, seconds  # noqa: E402
+from stream.argtypes import bounded, json_target, seconds  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.protocol import StatusMessage  # noqa: E402
 from tests.daemon_helpers import free_port  # noqa: E402
@@ -78,7 +78,7 @@ def main() -> int:
     ap.add_argument("--flap", type=bounded(0.0, what="seconds >= 0"), default=0.0, help="mjpeg: unplug the camera every FLAP s (0 = never)")
     ap.add_argument("--down", type=seconds, default=4.0, help="mjpeg: seconds the camera stays unplugged")
     ap.add_argument("--max-growth", type=bounded(0.0, what="a percentage >= 0"), default=5.0, help="allowed RSS growth in %% (default 5)")
-    ap.add_argument("--json", type=json_target, help="write the figures and samples to this file")
+    ap.add_argument("--json", type=json_target(), help="write the figures and samples to this file")
     args = ap.parse_args()
     duration = args.minutes * 60
     warmup = min(args.warmup, duration / 3)

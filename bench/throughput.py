@@ -21,9 +21,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import json_target, run  # noqa: E402
+from bench.cli import run  # noqa: E402
 from bench.report import write_json  # noqa: E402
-from stream.argtypes import integer, seconds, size_wxh  # noqa: E402
+from stream.argtypes import integer, json_target, seconds, size_wxh  # noqa: E402
 from stream.modelinfo import BUNDLED_MODEL  # noqa: E402
 from stream.engine import Engine  # noqa: E402
 from stream.modelinfo import INPUT_NAME, MASK_OUTPUT  # noqa: E402
@@ -65,7 +65,7 @@ def main() -> int:
     ap.add_argument("--batches", type=integer(1), nargs="+", default=[1, 8, 32], help="batch sizes (default 1 8 32)")
     ap.add_argument("--providers", nargs="+", help="default: the best available")
     ap.add_argument("--seconds", type=seconds, default=3.0, help="measuring time per batch size (default 3)")
-    ap.add_argument("--json", type=json_target, help="write the rows here")
+    ap.add_argument("--json", type=json_target(), help="write the rows here")
     args = ap.parse_args()
     w, h = args.size
     scene = SyntheticScene(SceneConfig(width=w, height=h))

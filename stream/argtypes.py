@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Callable
 
 
@@ -40,6 +41,28 @@ def integer(low: int, high: int | None = None, *, what: str | None = None) -> Ca
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text!r}: must be {what or (f'{low} or more' if high is None else f'{low} to {high}')}")
         return value
+
+    return parse
+
+
+def json_target(keys: frozenset[str] = frozenset(), what: str = "a JSON result") -> Callable[[str], Path]:
+    """A ``--json FILE`` that may be written: new, or an earlier result (JSON holding ``keys``);
+    a folder or any other file is refused before the work that would replace it."""
+
+    def parse(text: str) -> Path:
+        import json
+
+        path = Path(text)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name such as {path / 'results.json'}")
+        if path.exists():
+            try:
+                earlier = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, ValueError):
+                earlier = None
+            if earlier is None or (keys and not (isinstance(earlier, dict) and keys <= set(earlier))):
+                raise argparse.ArgumentTypeError(f"{text} exists and is not {what}; choose another file name")
+        return path
 
     return parse
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import check_out, json_target, replace_run
+from bench.cli import check_out, replace_run
+from stream.argtypes import json_target
 from stream.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,11 +46,13 @@ def test_out_may_not_overlap_the_data(tmp_path, out):
 def test_json_target(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"a": 1}))
     (tmp_path / "notes.txt").write_text("my notes")
-    assert json_target(str(tmp_path / "old.json")) == tmp_path / "old.json"
-    assert json_target(str(tmp_path / "new.json")) == tmp_path / "new.json"
+    assert json_target()(str(tmp_path / "old.json")) == tmp_path / "old.json"
+    assert json_target()(str(tmp_path / "new.json")) == tmp_path / "new.json"
     for bad in (tmp_path, tmp_path / "notes.txt"):
         with pytest.raises(argparse.ArgumentTypeError):
-            json_target(str(bad))
+            json_target()(str(bad))
+    with pytest.raises(argparse.ArgumentTypeError, match="is not an eval result"):  # JSON, but not one of ours
+        json_target(frozenset({"metrics"}), "an eval result")(str(tmp_path / "old.json"))
 
 
 @pytest.mark.parametrize("script, args, words", [

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from stream.argtypes import bounded
+from stream.argtypes import bounded, json_target
 from stream.errors import UserError
 from stream.files import write_atomic
 from training.baselines import CLASSIC_METHODS, run_classic_timed
@@ -32,7 +32,7 @@ MAX_OVERLAYS = 50
 ORACLE_LABEL = "oracle (uses ground truth, upper bound only)"
 ORACLE_THRESHOLDS = np.linspace(0.0, 1.0, 1001)  # scores are in [0, 1] intensity units
 PR_CURVE_LABEL = "score > t, before the mask clean-up"
-RESULT_KEYS = {"set", "method", "metrics"}  # what marks a JSON file as an earlier result (--json replaces only those)
+RESULT_KEYS = frozenset({"set", "method", "metrics"})  # what marks a JSON file as an earlier result (--json replaces only those)
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 # BGR colours of the overlay
 TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 200, 0), (0, 0, 255), (255, 0, 0)
@@ -203,19 +203,6 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _check_json_target(path: Path) -> None:
-    """--json may replace an earlier result, never another kind of file."""
-    if path.is_dir():
-        raise UserError(f"--json {path} is a folder; give a file name such as {path / 'eval.json'}")
-    if path.exists():
-        try:
-            earlier = json.loads(path.read_text())
-        except (OSError, ValueError):
-            earlier = None
-        if not (isinstance(earlier, dict) and RESULT_KEYS <= set(earlier)):
-            raise UserError(f"--json {path} exists and is not an earlier `sparsecam eval` result; choose another file name")
-
-
 def _check_plot_target(path: Path) -> None:
     """--plot names a new or earlier picture, in a format matplotlib writes; matplotlib must be installed."""
     if path.is_dir():
@@ -240,7 +227,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--set", required=True, type=Path, metavar="DIR", help="CDnet-style folder (input/, groundtruth/)")
     p.add_argument("--method", required=True, metavar="M",
                    help=f"{', '.join(CLASSIC_METHODS)}, or a model file (.pt checkpoint or .onnx)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="also write the result as JSON")
+    p.add_argument("--json", type=json_target(RESULT_KEYS, "an earlier `sparsecam eval` result"), metavar="FILE",
+                   help="also write the result as JSON (replaces only an earlier result)")
     p.add_argument("--overlays", type=Path, metavar="DIR",
                    help=f"write frame | overlay PNGs (TP green, FP red, FN blue), at most {MAX_OVERLAYS}")
     p.add_argument("--threshold", type=bounded(0.0, 1.0, low_open=True, what="a score threshold in (0, 1]"), metavar="T",
@@ -248,8 +236,6 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--plot", type=Path, metavar="FILE",
                    help="draw recall against precision (.png/.svg/.pdf): a model's curve over thresholds and its own point")
     args = p.parse_args(argv)
-    if args.json is not None:
-        _check_json_target(args.json)  # before minutes of evaluation
     if args.plot is not None:
         _check_plot_target(args.plot)
     result = evaluate(args.set, args.method, overlays=args.overlays, threshold=args.threshold)
