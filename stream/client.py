@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 _POLL_SLICE = 0.5  # seconds: keep Ctrl+C responsive while waiting forever
+# TCP keepalive on the subscriber's connections: a silently dead publisher host is dropped (and redialled)
+# after about IDLE + INTERVAL x PROBES = 10 s without traffic
+KEEPALIVE_IDLE_S = 4
+KEEPALIVE_INTERVAL_S = 2
+KEEPALIVE_PROBES = 3
 
 
 @dataclass
@@ -113,8 +118,13 @@ class MaskSubscriber:
             s.setsockopt(zmq.RCVHWM, max(1, int(rcvhwm)))
             s.setsockopt(zmq.RECONNECT_IVL, 100)
             s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-            s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-            s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+            # Dead peers are found by TCP keepalive, not ZMTP heartbeats: with heartbeats, a subscriber whose
+            # receive queue stayed full past the timeout was aborted by libzmq on its next recv
+            # (zeromq/libzmq#3937, #4767; tests/test_slow_subscriber.py).
+            s.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            s.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+            s.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTERVAL_S)
+            s.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_PROBES)
             # A peer sending a larger frame is disconnected before we buffer it.
             s.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD_BYTES + MAX_HEADER_BYTES)
             for t in topics:
