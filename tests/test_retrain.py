@@ -26,12 +26,12 @@ TINY = ["--threads", "1", "--steps", "40", "--train-option", "batch=8", "--train
 SCENE = SceneConfig(width=160, height=120, seed=3)
 
 
-def record(root: Path, n: int, start: int = 0, camera: str = "cam0") -> Path:
-    """``n`` synthetic frames recorded 10 s apart (the scene advances 7 frames between them)."""
+def record(root: Path, n: int, start: int = 0, camera: str = "cam0", spacing: float = 10.0) -> Path:
+    """``n`` synthetic frames recorded ``spacing`` s apart (the scene advances 7 frames between them)."""
     scene = SyntheticScene(SCENE)
     rec = CameraRecorder(root, camera, RecordPolicy(every=1.0, burst_on_change=0), queue_size=n + 1)
     for i in range(start, start + n):
-        assert rec.offer(scene.frame(7 * i)[0], 1000.0 + 10.0 * i)
+        assert rec.offer(scene.frame(7 * i)[0], 1000.0 + spacing * i)
     rec.close(timeout=30)
     assert rec.written == n and rec.errors == 0
     return root
@@ -154,7 +154,7 @@ def test_prune_keeps_newest(tmp_path: Path) -> None:
 
 
 def test_kill_9_leaves_current_then_resumes_and_rejects(tmp_path: Path) -> None:
-    rec, models = record(tmp_path / "rec", 30), tmp_path / "models"
+    rec, models = record(tmp_path / "rec", 30, spacing=1.0), tmp_path / "models"  # 29 s of footage
     cam = models / "cam0"
     cam.mkdir(parents=True)
     shutil.copyfile(BUNDLED_MODEL, cam / "current.onnx")  # some other model serves now
@@ -182,8 +182,9 @@ def test_kill_9_leaves_current_then_resumes_and_rejects(tmp_path: Path) -> None:
     assert r.returncode == 1, r.stdout + r.stderr
     assert "(resuming)" in r.stdout and "resumed from step" in r.stdout
     assert "NOT promoted" in r.stderr and "pasted-object F" in r.stderr
+    assert "footage spans only 29.0 s" in r.stderr and "spanning 29.0 s" in r.stdout  # the hint for short footage
     rep = json.loads((cam / "work" / "report.json").read_text())
-    assert rep["status"] == "rejected" and not rep["passed"]
+    assert rep["status"] == "rejected" and not rep["passed"] and rep["footage_seconds"] == 29.0
     assert rep["train"]["resumed"] and 0 < rep["train"]["resumed_from_step"] < 40 and rep["train"]["steps"] == 40
     assert rep["validation"]["rpca_f_current"] is not None and rep["old_version"] == version_of(BUNDLED_MODEL)
     assert (cam / "work" / "candidate.onnx").is_file()

@@ -55,6 +55,7 @@ log = logging.getLogger("sparsecam.retrain")
 HOLDOUT_SHARE = 0.2
 DEFAULT_MAX_FRAMES = 600
 SNAPSHOT_FORMAT = 1
+SHORT_FOOTAGE_S = 60.0  # below this a rejected candidate gets a hint: slow objects end up in the background
 
 
 @dataclasses.dataclass
@@ -82,6 +83,16 @@ def recorded_frames(rec_dir: Path) -> list[dict[str, Any]]:
     entries = [rec for rec in read_manifest(manifest, strict=False) if (rec_dir / rec["file"]).is_file()]
     entries.sort(key=lambda e: e["t"])
     return entries
+
+
+def footage_span(snap: dict[str, Any]) -> float:
+    """Seconds between the first and the last recorded frame of a snapshot (training and held out)."""
+    times = [e["t"] for e in snap["train"] + snap["holdout"]]
+    return float(max(times) - min(times)) if times else 0.0
+
+
+def format_span(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def split_footage(entries: list[dict[str, Any]], max_frames: int) -> tuple[list[dict], list[dict]]:
@@ -264,8 +275,9 @@ def _attempt(opts: RetrainOptions, cam_dir: Path, work: Path, snap: dict[str, An
     from training.validate import Requirements, format_validation, validate
 
     n_train, n_hold = len(snap["train"]), len(snap["holdout"])
-    print(f"retrain {opts.camera}: {n_train} training + {n_hold} held-out frames from {snap['recordings']}"
-          f"{' (resuming)' if resume else ''}", flush=True)
+    span = footage_span(snap)
+    print(f"retrain {opts.camera}: {n_train} training + {n_hold} held-out frames spanning {format_span(span)} from "
+          f"{snap['recordings']}{' (resuming)' if resume else ''}", flush=True)
 
     summary, facts = _train(cfg, work / "run", resume, opts, cam_dir)
     if summary is None:
@@ -285,7 +297,7 @@ def _attempt(opts: RetrainOptions, cam_dir: Path, work: Path, snap: dict[str, An
     report: dict[str, Any] = {
         "camera": opts.camera, "old_version": old_version, "new_version": new_version,
         "candidate": str(candidate), "current": str(current), "snapshot": str(work / "snapshot.json"),
-        "frames_train": n_train, "frames_holdout": n_hold,
+        "frames_train": n_train, "frames_holdout": n_hold, "footage_seconds": round(span, 1),
         "train": {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "device": summary["device"],
                   "threshold": summary["threshold"], "model_size": summary["model_size"], **facts},
     }
@@ -308,8 +320,11 @@ def _attempt(opts: RetrainOptions, cam_dir: Path, work: Path, snap: dict[str, An
                   + (f" (previous kept as {archived.relative_to(cam_dir)})" if archived else ""))
         else:
             report.update(status="rejected", history_file=None)
+            short = (f" The footage spans only {format_span(span)}: whatever stays put that long is learned as background;"
+                     " let the daemon record for longer (more frames, or a larger recording.every) before retraining."
+                     if span < SHORT_FOOTAGE_S else "")
             print(f"retrain {opts.camera}: the new model was NOT promoted: {'; '.join(v['reasons'])}. "
-                  f"{current.name} is unchanged; the candidate stays in {candidate} for inspection", file=sys.stderr)
+                  f"{current.name} is unchanged; the candidate stays in {candidate} for inspection.{short}", file=sys.stderr)
     report["wall_seconds"] = round(time.time() - t_start, 2)
     _write_json(work / "report.json", report)
     print(f"retrain {opts.camera}: {report['status']} in {report['wall_seconds']:.1f} s; report {work / 'report.json'}")
