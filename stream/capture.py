@@ -42,6 +42,27 @@ class Frame:
     t_capture: float
 
 
+@dataclass
+class _LoopState:
+    """What the capture loop carries from one read to the next."""
+
+    opened: bool
+    delay: float  # seconds before the next reopen attempt
+    last_good: float  # monotonic time of the last good frame or successful open
+    skipped: int  # the source's own count of files it skipped
+    pacer: Pacer | None  # paces a file or folder in real time
+    consecutive: int = 0  # unusable reads in a row
+
+
+def _unusable(img: np.ndarray | None) -> str | None:
+    """Why a read cannot be passed on, or None when it can."""
+    if img is None:
+        return "no frame"
+    if not valid_frame(img):
+        desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        return f"unusable frame ({desc})"
+    return None
+
 
 class CameraThread:
     """Reads one source in a background thread and hands out :class:`Frame` objects.
@@ -182,43 +203,70 @@ class CameraThread:
         log.info("camera %s: reopened %s", self.camera_id, redact(self.source.name))
         return True
 
+    def _reopen(self, st: _LoopState) -> bool:
+        """Closed: wait, then one attempt to open; the delay doubles until a good frame. False when stopping."""
+        self.source.close()
+        if self._stop.wait(st.delay):
+            return False
+        st.opened = self._try_open()
+        if st.opened:
+            st.consecutive, st.last_good = 0, time.monotonic()
+            if st.pacer is not None:
+                st.pacer.restart()
+        st.delay = min(st.delay * 2, self.max_reopen_delay)
+        return True
+
+    def _bad_read(self, st: _LoopState, bad: str) -> bool:
+        """Count an unusable read; a live source is reopened after too many or too long. True when stopping."""
+        src = self.source
+        self.read_errors += 1
+        st.consecutive += 1
+        if src.live:
+            silent = time.monotonic() - st.last_good
+            if st.consecutive >= self.errors_before_reopen or silent >= self.stall_timeout:
+                self._fault(f"{bad} from {src.name} ({st.consecutive} failed reads in a row, no frame for {silent:.1f} s), reopening")
+                st.opened, st.consecutive = False, 0
+                return False
+            return self._stop.wait(0.05)
+        if st.consecutive >= self.MAX_BAD_IN_A_ROW:
+            raise RuntimeError(f"{st.consecutive} unusable frames in a row from {src.name} (last: {bad})")
+        log.warning("camera %s: dropped a frame of %s: %s", self.camera_id, redact(src.name), redact(bad))
+        return False
+
+    def _good_frame(self, st: _LoopState, img: np.ndarray, t_capture: float) -> None:
+        if self.last_error is not None:
+            log.info("camera %s: frames again from %s", self.camera_id, redact(self.source.name))
+            self.last_error = None
+        st.consecutive, st.delay, st.last_good = 0, self.reopen_delay, time.monotonic()
+        frame = Frame(self.camera_id, self.captured, self._resize(img), t_capture)
+        self.captured += 1
+        self._deliver(frame)
+
     def _run(self) -> None:
         src = self.source
-        pacer = Pacer(src.fps) if self.pace and not src.live and src.fps else None
-        consecutive = 0  # bad reads in a row
-        delay = self.reopen_delay
-        opened = self._opened
-        last_good = time.monotonic()  # last good frame, or the last successful open
-        skipped = src.skipped
+        st = _LoopState(opened=self._opened, delay=self.reopen_delay, last_good=time.monotonic(), skipped=src.skipped,
+                        pacer=Pacer(src.fps) if self.pace and not src.live and src.fps else None)
         try:
-            if not opened:  # a live source, opened here; on failure the loop below retries
+            if not st.opened:  # a live source, opened here; on failure the loop below retries
                 try:
                     src.open()
-                    opened, last_good = True, time.monotonic()
+                    st.opened, st.last_good = True, time.monotonic()
                 except Exception as exc:  # noqa: BLE001 - a camera that is not there yet
                     self._fault(f"cannot open {src.name}: {exc}; retrying in the background")
             while not self._stop.is_set():
-                if not opened:  # closed, wait, one attempt; the delay doubles until a good frame
-                    src.close()
-                    if self._stop.wait(delay):
-                        break
-                    opened = self._try_open()
-                    if opened:
-                        consecutive, last_good = 0, time.monotonic()
-                        if pacer is not None:
-                            pacer.restart()
-                    delay = min(delay * 2, self.max_reopen_delay)
-                    continue
-                if pacer is not None and not pacer.wait(self._stop):
+                if not st.opened:
+                    if self._reopen(st):
+                        continue
                     break
-                bad: str | None = None
+                if st.pacer is not None and not st.pacer.wait(self._stop):
+                    break
                 try:
-                    img = src.read()
+                    img, bad = src.read(), None
                 except SourceGone as exc:
                     if not getattr(src, "loop", False):
                         raise
                     self._fault(f"{exc}; waiting for it to come back", logging.ERROR)
-                    opened = False
+                    st.opened = False
                     continue
                 except UserError:
                     if not src.live:
@@ -229,39 +277,17 @@ class CameraThread:
                 t_capture = time.time()
                 if self._stop.is_set():
                     break
-                if src.skipped != skipped:  # corrupt files a folder skipped by itself
-                    self.read_errors += src.skipped - skipped
-                    skipped = src.skipped
-                if img is None and bad is None:
-                    if not src.live or src.ended:
-                        log.info("camera %s: end of %s after %d frames", self.camera_id, redact(src.name), self.captured)
-                        break
-                    bad = "no frame"
-                if bad is None and not valid_frame(img):
-                    desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
-                    bad = f"unusable frame ({desc})"
-                if bad is not None:
-                    self.read_errors += 1
-                    consecutive += 1
-                    if src.live:
-                        silent = time.monotonic() - last_good
-                        if consecutive >= self.errors_before_reopen or silent >= self.stall_timeout:
-                            self._fault(f"{bad} from {src.name} ({consecutive} failed reads in a row, no frame for {silent:.1f} s), reopening")
-                            opened, consecutive = False, 0
-                        elif self._stop.wait(0.05):
-                            break
-                    elif consecutive >= self.MAX_BAD_IN_A_ROW:
-                        raise RuntimeError(f"{consecutive} unusable frames in a row from {src.name} (last: {bad})")
-                    else:
-                        log.warning("camera %s: dropped a frame of %s: %s", self.camera_id, redact(src.name), redact(bad))
-                    continue
-                if self.last_error is not None:
-                    log.info("camera %s: frames again from %s", self.camera_id, redact(src.name))
-                    self.last_error = None
-                consecutive, delay, last_good = 0, self.reopen_delay, time.monotonic()
-                frame = Frame(self.camera_id, self.captured, self._resize(img), t_capture)
-                self.captured += 1
-                self._deliver(frame)
+                if src.skipped != st.skipped:  # corrupt files a folder skipped by itself
+                    self.read_errors += src.skipped - st.skipped
+                    st.skipped = src.skipped
+                if img is None and bad is None and (not src.live or src.ended):
+                    log.info("camera %s: end of %s after %d frames", self.camera_id, redact(src.name), self.captured)
+                    break
+                bad = bad or _unusable(img)
+                if bad is None:
+                    self._good_frame(st, img, t_capture)
+                elif self._bad_read(st, bad):
+                    break
         except BaseException as exc:  # noqa: BLE001 - reported via .error, never silently lost
             self.error = exc
             self.last_error = redact(exc)
