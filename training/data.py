@@ -251,8 +251,7 @@ def load_footage(
     sources: list[str] = []
     stamps: list[float] = []
     all_stamped = True
-    first: tuple[str, tuple[int, int]] | None = None  # (source, (w, h)) of the first frame, for size checks
-
+    fit = _SameSize(size)
     for raw in paths:
         text = str(raw)
         remaining = None if max_frames is None else max_frames - len(frames)
@@ -260,55 +259,18 @@ def load_footage(
             break
         sel = _Selector(frame_range, stride, remaining)
         src_stamps: list[float] = []
-        if is_synthetic_spec(text):
-            items, label, stamped = _synthetic_items(text, gray), text, False
-        else:
-            p = Path(text).expanduser()
-            label = str(p)
-            if not p.exists():
-                raise UserError(f"{p}: no such file or folder; check the path")
-            if p.is_dir() and (p / "run.json").is_file():
-                raise UserError(f"{p} is a sparsecam training run (run.json, model.pt, plots), not footage; "
-                                "pass the videos or image folders to train on")
-            if p.is_dir():
-                if (p / MANIFEST).is_file():
-                    items, stamped = _manifest_items(p, gray, src_stamps), True
-                elif (p / "input").is_dir():
-                    items, stamped = _folder_items(p / "input", gray), False
-                else:
-                    items, stamped = _folder_items(p, gray), False
-            elif p.suffix.lower() in IMAGE_EXTS:
-                items, stamped = iter([(1, str(p), lambda p=p: _imread(p, gray))]), False
-            else:
-                items, stamped = _video_items(p, gray, sel), False
+        items, label, stamped = _items_of(text, gray, sel, src_stamps)
         all_stamped = all_stamped and stamped
-
-        kept = 0
         bar = tqdm(total=_estimate_total(text, sel), desc=Path(label).name or label, unit="frame",
                    disable=None if progress else True, leave=False)
+        kept = 0
         try:
             for number, source, load in items:
                 if sel.done(number, kept):
                     break
                 if not sel.keep(number):
                     continue
-                img = load()
-                if img.ndim == 2:
-                    img = img[..., None]
-                h, w = img.shape[:2]
-                if size is not None and (w, h) != tuple(size):
-                    from training.resize import resize_image  # torch: only when resizing
-
-                    img = resize_image(img, tuple(size))
-                    if img.ndim == 2:
-                        img = img[..., None]
-                elif size is None:
-                    if first is None:
-                        first = (source, (w, h))
-                    elif first[1] != (w, h):
-                        raise UserError(f"frame size differs: {first[0]} is {first[1][0]}x{first[1][1]} but {source} is "
-                                        f"{w}x{h}; pass --size WIDTHxHEIGHT to resize all frames")
-                frames.append(img)
+                frames.append(fit(load(), source))
                 sources.append(source)
                 kept += 1
                 bar.update(1)
@@ -322,13 +284,65 @@ def load_footage(
     if len(frames) < min_frames:
         raise UserError(f"{', '.join(map(str, paths))} gave {len(frames)} frames but at least {min_frames} are needed; "
                         f"add footage or lower the stride")
-    # stack without holding two full copies: move frames into the output one by one
+    out = _stack(frames)
+    timestamps = np.asarray(stamps, np.float64) if all_stamped and len(stamps) == len(out) else None
+    return Footage(frames=out, sources=sources, timestamps=timestamps)
+
+
+def _items_of(text: str, gray: bool, sel: _Selector, stamps: list[float]) -> tuple[Iterator[_Item], str, bool]:
+    """(items, label, stamped) for one footage argument; a recording's capture times go into ``stamps``."""
+    if is_synthetic_spec(text):
+        return _synthetic_items(text, gray), text, False
+    p = Path(text).expanduser()
+    if not p.exists():
+        raise UserError(f"{p}: no such file or folder; check the path")
+    if p.is_dir() and (p / "run.json").is_file():
+        raise UserError(f"{p} is a sparsecam training run (run.json, model.pt, plots), not footage; "
+                        "pass the videos or image folders to train on")
+    if p.is_dir():
+        if (p / MANIFEST).is_file():
+            return _manifest_items(p, gray, stamps), str(p), True
+        return _folder_items(p / "input" if (p / "input").is_dir() else p, gray), str(p), False
+    if p.suffix.lower() in IMAGE_EXTS:
+        return iter([(1, str(p), lambda p=p: _imread(p, gray))]), str(p), False
+    return _video_items(p, gray, sel), str(p), False
+
+
+class _SameSize:
+    """Brings frames to ``size`` (resized as the exported graph does: training.resize, torch), or without
+    one checks that every frame has the first one's size."""
+
+    def __init__(self, size: tuple[int, int] | None) -> None:
+        self.size = size
+        self.first: tuple[str, tuple[int, int]] | None = None  # (source, (w, h)) of the first frame
+
+    def __call__(self, img: np.ndarray, source: str) -> np.ndarray:
+        if img.ndim == 2:
+            img = img[..., None]
+        h, w = img.shape[:2]
+        if self.size is not None:
+            if (w, h) != tuple(self.size):
+                from training.resize import resize_image  # torch: only when resizing
+
+                img = resize_image(img, tuple(self.size))
+                if img.ndim == 2:
+                    img = img[..., None]
+            return img
+        if self.first is None:
+            self.first = (source, (w, h))
+        elif self.first[1] != (w, h):
+            raise UserError(f"frame size differs: {self.first[0]} is {self.first[1][0]}x{self.first[1][1]} but {source} is "
+                            f"{w}x{h}; pass --size WIDTHxHEIGHT to resize all frames")
+        return img
+
+
+def _stack(frames: list[np.ndarray]) -> np.ndarray:
+    """One (N, H, W, C) array, without holding two full copies: frames are moved in one by one."""
     out = np.empty((len(frames),) + frames[0].shape, np.uint8)
     for i in range(len(frames)):
         out[i] = frames[i]
         frames[i] = None  # type: ignore[call-overload]
-    timestamps = np.asarray(stamps, np.float64) if all_stamped and len(stamps) == len(out) else None
-    return Footage(frames=out, sources=sources, timestamps=timestamps)
+    return out
 
 
 # --------------------------------------------------------------------------- labeled sets
