@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Callable
 
 
-def bounded(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+def bounded(low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False,
             what: str = "a number") -> Callable[[str], float]:
-    """A float option in [low, high] ((low, high] with ``low_open``); finite always."""
+    """A float option in [low, high] (open at an end with ``low_open`` / ``high_open``); finite always."""
 
     def parse(text: str) -> float:
         try:
@@ -18,7 +18,7 @@ def bounded(low: float | None = None, high: float | None = None, *, low_open: bo
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         ok = math.isfinite(value) and (low is None or value > low or (value == low and not low_open)) \
-            and (high is None or value <= high)
+            and (high is None or value < high or (value == high and not high_open))
         if not ok:
             raise argparse.ArgumentTypeError(f"{text!r}: must be {what}")
         return value

@@ -85,11 +85,12 @@ def test_cli_writes_json_and_prints_f(synth, tmp_path):
         (["--method", "wavelets"], "wavelets"),
         (["--method", "missing_model.onnx"], "missing_model.onnx"),
         (["--method", "knn", "--threshold", "0.5"], "threshold"),
-        (["--method", "mog2", "--threshold", "nan"], "a score threshold in (0, 1]"),
+        (["--method", "mog2", "--threshold", "nan"], "a score threshold in (0, 1)"),
+        (["--method", "mog2", "--threshold", "1"], "a score threshold in (0, 1)"),  # as train's: 1 masks nothing
         (["--method", "mog2", "--json", __file__], "is not an earlier `sparsecam eval` result"),
         (["--method", str(Path(__file__).parent)], "is a folder; pass the model file in it"),
     ],
-    ids=["missing-set", "set-is-a-file", "unknown-method", "missing-model", "threshold-on-classic", "threshold-nan",
+    ids=["missing-set", "set-is-a-file", "unknown-method", "missing-model", "threshold-on-classic", "threshold-nan", "threshold-1",
          "json-over-another-file", "method-is-a-folder"],
 )
 def test_cli_user_errors_exit_2(synth, args, words):

@@ -231,7 +231,7 @@ def cli(argv: list[str]) -> int:
                    help="also write the result as JSON (replaces only an earlier result)")
     p.add_argument("--overlays", type=Path, metavar="DIR",
                    help=f"write frame | overlay PNGs (TP green, FP red, FN blue), at most {MAX_OVERLAYS}")
-    p.add_argument("--threshold", type=bounded(0.0, 1.0, low_open=True, what="a score threshold in (0, 1]"), metavar="T",
+    p.add_argument("--threshold", type=bounded(0.0, 1.0, low_open=True, high_open=True, what="a score threshold in (0, 1)"), metavar="T",
                    help="override a model's mask threshold (the mask is cleaned up as with its own)")
     p.add_argument("--plot", type=Path, metavar="FILE",
                    help="draw recall against precision (.png/.svg/.pdf): a model's curve over thresholds and its own point")
