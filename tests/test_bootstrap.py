@@ -71,6 +71,7 @@ def test_first_training_is_started_once_enough_is_recorded(tmp_path):
         f"shutil.copy({str(BUNDLED_MODEL)!r}, d / '.tmp.onnx'); (d / '.tmp.onnx').rename(d / 'current.onnx')\n"
         "import os, time; pathlib.Path(models, 'nice.txt').write_text(str(os.nice(0)))\n"
         "time.sleep(1.0)\n"  # still running when the daemon switches to the new model
+        "pathlib.Path(models, 'done').touch()\n"
     )
     cfg = {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 30}],
            "model": {"dir": str(models)},
@@ -80,7 +81,12 @@ def test_first_training_is_started_once_enough_is_recorded(tmp_path):
     try:
         with MaskSubscriber([ep], max_age=None) as sub:
             seen = wait_version(sub, bundled_version(), 40)
-        time.sleep(2.5)  # the command ends after the switch: its exit is still logged (it was not, once the camera left bootstrap)
+        # the command ends after the switch: its exit is still logged (it was not, once the camera left bootstrap).
+        # It runs at nice 19, slow on a loaded runner: wait for its last line, then for the daemon to reap it.
+        t_end = time.monotonic() + 30
+        while not (models / "done").exists() and time.monotonic() < t_end:
+            time.sleep(0.1)
+        time.sleep(1.5)
     finally:
         code, err = stop(proc)
     versions = [m.model_version for m in seen]

@@ -72,7 +72,7 @@ def test_synthetic_source_matches_scene_and_paces() -> None:
         for _ in range(11):
             assert paced.read().shape == (H, W, 3)
         elapsed = time.perf_counter() - t0
-    assert 0.22 <= elapsed < 0.6, elapsed  # 10 periods of 25 ms
+    assert 0.22 <= elapsed < 1.2, elapsed  # 10 periods of 25 ms (unpaced: ~0 s; the bound above is slack for a loaded runner)
 
     slow = make_source("synthetic:seed=3", size=(W, H), fps=0.8)  # a period over a second is not a clock jump
     with slow:
@@ -80,7 +80,7 @@ def test_synthetic_source_matches_scene_and_paces() -> None:
         for _ in range(3):
             slow.read()
         elapsed = time.perf_counter() - t0
-    assert 2.3 <= elapsed < 3.5, elapsed  # 2 periods of 1.25 s (it ran unpaced: ~0 s)
+    assert 2.3 <= elapsed < 5.0, elapsed  # 2 periods of 1.25 s (it ran unpaced: ~0 s)
 
 
 def test_video_file_read_in_order_and_looped(tmp_path: Path) -> None:
@@ -246,7 +246,7 @@ def test_paced_file_behaves_like_live(tmp_path: Path) -> None:
     finally:
         cam.stop()
     assert f is not None and f.seq >= 5 and cam.dropped >= 5
-    assert 8 <= cam.captured <= 25  # about 50 fps for 0.3 s
+    assert 8 <= cam.captured <= 60  # about 50 fps for 0.3 s (unpaced: thousands); slack for a loaded runner
 
 
 def test_stop_is_fast() -> None:
@@ -256,7 +256,7 @@ def test_stop_is_fast() -> None:
     for cam in (slow, blocked):
         t0 = time.perf_counter()
         cam.stop()
-        assert time.perf_counter() - t0 < 1.0 and not cam.running
+        assert time.perf_counter() - t0 < 2.0 and not cam.running  # a 5 s period or a blocked reader: not waited out
     assert blocked.captured <= 2  # the lossless reader waited for the consumer
 
 

@@ -56,8 +56,8 @@ def test_scrape_has_every_metric_the_dashboards_and_alerts_use(tmp_path):
 
 
 def notify_lines(tmp_path, config: dict, seconds: float) -> list[str]:
-    """Run the daemon under a stand-in systemd (NOTIFY_SOCKET, 1 s watchdog) for ``seconds``, then
-    SIGTERM; the sd_notify lines it sent, in order."""
+    """Run the daemon under a stand-in systemd (NOTIFY_SOCKET, 1 s watchdog) for ``seconds`` after its
+    READY (or 30 s without one), then SIGTERM; the sd_notify lines it sent, in order."""
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
@@ -65,15 +65,16 @@ def notify_lines(tmp_path, config: dict, seconds: float) -> list[str]:
     proc, ep = start_daemon(tmp_path, config, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"})
     messages: list[str] = []
 
-    def drain(seconds: float) -> None:
+    def drain(seconds: float, until_ready: bool = False) -> None:
         t_end = time.monotonic() + seconds
-        while time.monotonic() < t_end:
+        while time.monotonic() < t_end and not (until_ready and any("READY=1" in m for m in messages)):
             try:
                 messages.append(sock.recv(4096).decode())
             except socket.timeout:
                 pass
 
     try:
+        drain(30, until_ready=True)  # start-up takes longer on a loaded runner
         drain(seconds)
         proc.send_signal(signal.SIGTERM)
         drain(2)

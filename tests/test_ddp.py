@@ -42,7 +42,8 @@ def test_a_stop_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
            "-m", "stream.cli", "train", "synthetic:frames=40,size=160x120", "--out", str(out),
            "--steps", "100000", "--batch", "8", "--width", "4", "--depth", "2", "--device", "cpu", "--checkpoint-every", "3"]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own group: a failure kills the agent and both workers
     try:
         deadline = time.monotonic() + 180
         while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
@@ -55,7 +56,7 @@ def test_a_stop_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
         stdout, stderr = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert stdout.count("interrupted: checkpoint saved") == 2, stderr[-3000:]
     state = load_checkpoint(out / "checkpoint.pt")

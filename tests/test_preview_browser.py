@@ -44,11 +44,11 @@ def screenshot(browser: Path, url: str, tmp: Path) -> np.ndarray:
            f"--screenshot={shot}", url]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=20)
+        out, _ = proc.communicate(timeout=60)  # chromium alone can take 15 s to start on 2 busy cores
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # chromium and the helpers it started, nothing else
         out, _ = proc.communicate()
-        pytest.fail(f"chromium took over 20 s: {out[-1500:]}")
+        pytest.fail(f"chromium took over 60 s: {out[-1500:]}")
     img = cv2.imread(str(shot), cv2.IMREAD_COLOR)
     assert img is not None, f"chromium wrote no screenshot (exit {proc.returncode}): {out[-1500:]}"
     return img

@@ -57,7 +57,7 @@ def test_reload_on_change_rejects_corrupt_and_sighup(tmp_path):
     frames = write_cdnet_folder(tmp_path / "scene", 20, SceneConfig(), start=4000, progress=False) / "input"
     # a looping folder is not live: every frame is published, so any gap would be a lost frame
     cam = {"id": "cam0", "source": str(frames), "loop": True}
-    proc, ep = start_daemon(tmp_path, {"cameras": [cam], "model": {"path": str(live)}, "publish": {"wait_for_subscriber": 10}})
+    proc, ep = start_daemon(tmp_path, {"cameras": [cam], "model": {"path": str(live)}, "publish": {"wait_for_subscriber": 10, "sndhwm": 1000}})
     try:
         with MaskSubscriber([ep], max_age=None, rcvhwm=1000) as sub:
             assert wait_for_version(sub, v1), stop(proc)[1][-2000:]

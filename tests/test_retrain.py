@@ -47,9 +47,15 @@ def run(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProc
 
 
 def retrain_inproc(capsys, *args: str) -> tuple[int, str, str]:
+    import torch
+
     from training.retrain import cli
 
-    code = cli(list(args))
+    threads = torch.get_num_threads()
+    try:
+        code = cli(list(args))
+    finally:
+        torch.set_num_threads(threads)  # --threads 1 must not follow the rest of the suite
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from stream.bootstrap import BOOTSTRAP_VERSION
 from stream.client import MaskSubscriber
 from stream.daemon import nightly_due
@@ -20,6 +22,7 @@ def retrain(models, rec, *extra: str) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.timeout(600)  # 12 s of recording and two retrains (each a fresh interpreter, training, ONNX export)
 def test_bootstrap_record_retrain_swap_and_retrain_again(tmp_path):
     models, rec = tmp_path / "models", tmp_path / "rec"
     # recordings about 6 scene frames apart, as test_retrain's (7): 64 consecutive frames (3 s of the scene) leave
@@ -40,6 +43,12 @@ def test_bootstrap_record_retrain_swap_and_retrain_again(tmp_path):
                     if msg is not None:
                         versions.append(msg.model_version)
 
+            def pump_until_new(old: set[str], seconds: float = 20) -> None:
+                """Until a model other than ``old`` serves (reload poll, settle and load take 1.5 s unloaded)."""
+                t_end = time.monotonic() + seconds
+                while time.monotonic() < t_end and (not versions or versions[-1] in old):
+                    pump(0.5)
+
             t_end = time.monotonic() + 45  # bootstrap masks while footage is recorded (12 s here)
             while len(list((rec / "cam0").glob("*.jpg"))) < 40 and time.monotonic() < t_end:
                 pump(1)
@@ -48,7 +57,7 @@ def test_bootstrap_record_retrain_swap_and_retrain_again(tmp_path):
             first = retrain(models, rec)
             assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
             assert "held-out frames spanning" in first.stdout
-            pump(4)
+            pump_until_new({BOOTSTRAP_VERSION})
             learned = versions[-1]
             assert learned != BOOTSTRAP_VERSION, "the daemon did not switch to the retrained model"
             # more footage since: a newer model, the old one to history. A 40-step net from scratch is
@@ -57,7 +66,7 @@ def test_bootstrap_record_retrain_swap_and_retrain_again(tmp_path):
             # RPCA tolerance test_retrain uses.
             second = retrain(models, rec, "--from-current", "--rpca-tolerance", "0.2")
             assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-            pump(4)
+            pump_until_new({BOOTSTRAP_VERSION, learned})
             assert versions[-1] not in (BOOTSTRAP_VERSION, learned)
             assert len(list((models / "cam0" / "history").glob("*.onnx"))) == 1
             gaps = sub.stats.gaps

@@ -53,7 +53,7 @@ def test_only_allowed_keys_receive(keys):
         wrong_key = MaskSubscriber([ep], max_age=None, curve_client_key=keys["bad"], curve_server_key=keys["server_pub"])
         plain = MaskSubscriber([ep], max_age=None)
         try:
-            got = publish_for(pub, [allowed, wrong_key, plain])
+            got = publish_for(pub, [allowed, wrong_key, plain], seconds=4.0)  # CURVE handshakes on a loaded runner
         finally:
             for s in (allowed, wrong_key, plain):
                 s.close()

@@ -68,11 +68,16 @@ def test_interrupt_saves_and_resume_continues(tmp_path):
     out = tmp_path / "run"
     args = [TINY[0], "--out", str(out), "--batch", "8", "--crop", "32", "--width", "4", "--depth", "2", "--checkpoint-every", "2"]
     proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "train", *args, "--steps", "100000"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:  # a few steps done
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:  # a few steps done
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # never left training 100000 steps beside the rest of the suite
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, stderr[-2000:]
     assert "--resume" in stdout and "Traceback" not in stderr
     step = load_checkpoint(out / "checkpoint.pt")["step"]
