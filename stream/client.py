@@ -32,6 +32,7 @@ import zmq
 
 from stream.argtypes import bounded, seconds
 from stream.errors import UserError
+from stream.files import write_atomic
 from stream.protocol import (
     MASK_PREFIX,
     MAX_HEADER_BYTES,
@@ -282,13 +283,13 @@ def _save(msg: MaskMessage, root: Path) -> Path:
     path, n = folder / name, 1
     while path.exists():  # never overwrite an earlier save
         path, n = folder / f"{name[:-len('.png')]}-{n}.png", n + 1
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        ok = cv2.imwrite(str(path), msg.mask)
-    except OSError as exc:
-        raise UserError(f"cannot write masks to {folder}: {exc.strerror}; choose a writable --save folder") from None
+    ok, png = cv2.imencode(".png", msg.mask)
     if not ok:
-        raise UserError(f"cannot write {path}: choose a writable --save folder")
+        raise UserError(f"cannot encode the mask of {msg.camera} seq {msg.seq} as PNG")
+    try:  # written whole or not at all: cv2.imwrite left empty files on a full disk and said it had written them
+        write_atomic(path, png.tobytes())
+    except UserError as exc:
+        raise UserError(f"{exc}; choose a writable --save folder with free space") from None
     return path
 
 

@@ -347,6 +347,25 @@ def test_cli_prints_count_masks_and_exits_0(tmp_path: Path) -> None:
     np.testing.assert_array_equal(cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED), _mask(seq))
 
 
+def test_a_full_disk_under_save_is_one_line_and_leaves_no_empty_png(tmp_path: Path, monkeypatch) -> None:
+    """cv2.imwrite reported success for PNGs it could not write on a full disk: 384 of 400 saved files were
+    empty and `subscribe --save` exited 0."""
+    import errno
+    import os
+
+    from stream.client import _save
+    from stream.protocol import MaskMessage
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    msg = MaskMessage("cam0", 7, 1_764_400_000.0, 1_764_400_000.0, 1_764_400_000.0, 64, 48, "png", "m1", 0.1, _mask(7))
+    with pytest.raises(UserError, match="No space left on device; choose a writable --save folder"):
+        _save(msg, tmp_path)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no empty or partial file
+
+
 def test_saved_masks_are_never_overwritten_by_a_restarted_daemon(tmp_path: Path) -> None:
     """A daemon numbers its masks from 0 at each start: the same seq on a later run gets its own file."""
     from stream.client import _save
