@@ -23,6 +23,7 @@ import json
 import math
 import re
 import socket
+import stat
 import struct
 import time
 import zlib
@@ -472,6 +473,9 @@ def validate_endpoint(endpoint: str, *, bind: bool = False) -> str:
             parent = os.path.dirname(rest) or "."
             if not os.path.isdir(parent):
                 raise UserError(f"endpoint {endpoint!r}: folder {parent} does not exist (create it first)")
+            if os.path.lexists(rest) and not stat.S_ISSOCK(os.lstat(rest).st_mode):  # binding unlinks the path
+                raise UserError(f"endpoint {endpoint!r}: {rest} exists and is not a socket; binding would delete it, "
+                                "so pick a path of its own (e.g. /run/sparsecam/masks.sock)")
         return endpoint
     if scheme == "inproc":
         return endpoint

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +45,22 @@ class PublisherStats:
     bytes_sent: int = 0
     dropped: int = 0
     status_sent: int = 0
+
+
+def _refuse_served_ipc(endpoint: str) -> None:
+    """libzmq binds an ipc:// path by unlinking whatever is there: a second daemon on the same path took
+    it over silently, leaving the first one serving nobody. A socket file that accepts a connection is in use."""
+    path = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else ""
+    if not path or path.startswith("@") or not os.path.exists(path):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return  # a stale file of a process that is gone: libzmq replaces it
+    raise UserError(f"cannot bind endpoint {endpoint!r}: another process serves on it (a daemon already running?); "
+                    "stop it or pick another path")
 
 
 class MaskPublisher:
@@ -95,6 +112,7 @@ class MaskPublisher:
         self._ipc_files: dict[str, tuple[int, int]] = {}  # socket file -> (st_dev, st_ino) as bound
         try:
             for ep in endpoints:
+                _refuse_served_ipc(ep)
                 try:
                     self._sock.bind(ep)
                 except zmq.ZMQError as exc:

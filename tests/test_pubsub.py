@@ -408,3 +408,28 @@ def test_ipc_socket_file_removed_on_close_unless_rebound(tmp_path: Path) -> None
     theirs.write_bytes(b"")
     pub.close()
     assert theirs.exists()
+
+
+def test_an_ipc_path_in_use_or_not_a_socket_is_refused(tmp_path: Path) -> None:
+    """Binding ipc:// unlinks the path: a typo deleted the file there, and a second daemon on the same path
+    took it over, leaving the first one serving nobody while it reported ready."""
+    import socket
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("important")
+    with pytest.raises(UserError, match="exists and is not a socket"):
+        MaskPublisher([f"ipc://{notes}"])
+    assert notes.read_text() == "important"
+
+    path = tmp_path / "a.sock"
+    with MaskPublisher([f"ipc://{path}"]) as first:
+        with pytest.raises(UserError, match="another process serves on it"):
+            MaskPublisher([f"ipc://{path}"])
+        with MaskSubscriber(first.endpoints, max_age=None) as sub:
+            _sync(first, sub)  # the first one is still reachable
+
+    stale = tmp_path / "stale.sock"  # left by a process that is gone: nobody accepts on it
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(stale))
+    with MaskPublisher([f"ipc://{stale}"]) as pub, MaskSubscriber(pub.endpoints, max_age=None) as sub:
+        _sync(pub, sub)
