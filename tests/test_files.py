@@ -37,3 +37,37 @@ def test_a_file_in_the_way_of_the_folder_is_one_line(tmp_path):
     with pytest.raises(UserError, match="cannot write"):
         write_atomic(tmp_path / "notes.txt" / "x.json", "{}")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_checkpoint_on_a_full_disk_is_one_line_and_the_old_one_stays(tmp_path, monkeypatch):
+    """torch.save straight to a file on a full disk raised its zip writer's RuntimeError ("unexpected pos"):
+    `sparsecam train` ended in a traceback. The write is now ours and names the cause."""
+    import errno
+
+    import stream.files
+    import torch
+
+    from training.checkpoint import save_checkpoint
+
+    target = tmp_path / "checkpoint.pt"
+    save_checkpoint(target, {"step": 1})
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fd, mode):
+            self.fh = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(stream.files.os, "fdopen", Full)
+    with pytest.raises(UserError, match=f"cannot write {target}: No space left on device"):
+        save_checkpoint(target, {"step": 2})
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]

@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from stream.errors import UserError
+from stream.files import write_atomic
 from training.model import LEGACY_ALIGN, LEGACY_CLEANUP, LEGACY_EXPOSURE, LEGACY_SCORE_FILTER, ModelConfig, UNet
 
 CHECKPOINT_FORMAT = 1
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` via a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:  # a full disk, say: one line, and the previous checkpoint stays whole
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``state`` to ``path`` whole or not at all (stream.files.write_atomic).
+
+    Serialised in memory first: torch.save straight to a file on a full disk failed with a RuntimeError
+    from its zip writer ("unexpected pos ..."), not an OSError that names the cause.
+    """
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
+    write_atomic(Path(path), buf.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
