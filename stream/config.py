@@ -56,6 +56,15 @@ class CameraConfig(_Strict):
         """`source: 0` in YAML is an int: camera index 0."""
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @model_validator(mode="after")
+    def _pace_needs_a_rate(self) -> CameraConfig:
+        """A synthetic scene has no frame rate of its own: `pace: true` without fps ran it unpaced, silently."""
+        from stream.synthetic import is_synthetic_spec
+
+        if self.pace and self.fps is None and is_synthetic_spec(self.source) and "fps=" not in self.source:
+            raise ValueError("pace: true needs fps for a synthetic source (it has no frame rate of its own), e.g. fps: 25")
+        return self
+
 
 class ModelSection(_Strict):
     path: Path | None = None  # None: the bundled model

@@ -463,5 +463,5 @@ def cli(argv: list[str]) -> int:
     cfg = SceneConfig(width=w, height=h, seed=args.seed, jitter=args.jitter, n_objects=args.objects,
                       noise_std=args.noise)
     write_cdnet_folder(out, args.frames, cfg, start=args.start)
-    print(f"wrote {args.frames} frames to {out} (score with: sparsecam eval --set {out})")
+    print(f"wrote {args.frames} frames to {out} (score a method on it: sparsecam eval --set {out} --method MODEL.onnx|mog2)")
     return 0

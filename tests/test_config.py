@@ -86,7 +86,7 @@ def test_readme_example_config_validates():
     text = (REPO / "README.md").read_text()
     block = text.split("```yaml\ncameras:", 1)[1].split("```", 1)[0]
     cfg = DaemonConfig.model_validate(yaml.safe_load("cameras:" + block))
-    assert [c.id for c in cfg.cameras] == ["door", "lobby", "replay"]
+    assert [c.id for c in cfg.cameras] == ["door", "lobby", "replay", "demo"]
     assert cfg.cameras[1].source == "0"  # a camera index
 
 
@@ -179,3 +179,15 @@ def test_camera_id_is_the_protocols_rule(tmp_path, camera_id):
     path.write_text(yaml.safe_dump({"cameras": [{"id": camera_id}]}))
     with pytest.raises(UserError, match=r"cameras\.0\.id.*invalid camera id"):
         load_config(path, use_env=False)
+
+
+def test_pace_without_a_rate_on_a_synthetic_camera_is_refused(tmp_path):
+    """`pace: true` on a synthetic source without fps passed check-config and ran unpaced."""
+    path = tmp_path / "c.yaml"
+    path.write_text("cameras:\n  - {id: a, source: 'synthetic:size=80x60', pace: true}\n")
+    with pytest.raises(UserError, match="pace: true needs fps for a synthetic source"):
+        load_config(path, use_env=False)
+    for camera in ("{id: a, source: synthetic, pace: true, fps: 25}", "{id: a, source: 'synthetic:fps=25', pace: true}",
+                   "{id: a, source: frames/, pace: true}"):  # a folder has a rate of its own (DEFAULT_FILE_FPS)
+        path.write_text(f"cameras:\n  - {camera}\n")
+        assert load_config(path, use_env=False).cameras[0].pace

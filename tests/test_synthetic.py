@@ -186,3 +186,7 @@ def test_cli_subprocess(tmp_path: Path) -> None:
                         "--size", "80x60"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "t" / "groundtruth" / "000002.png").is_file()
+    # the eval command it suggests runs as printed (it once lacked the required --method)
+    hint = r.stdout.split("sparsecam ", 1)[1].rstrip(")\n").replace("MODEL.onnx|mog2", "mog2").split()
+    e = subprocess.run([sys.executable, "-m", "stream.cli", *hint], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert e.returncode == 0 and "F " in e.stdout, e.stderr[-2000:]
