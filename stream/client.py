@@ -307,30 +307,38 @@ def cli(argv: list[str]) -> int:
     with MaskSubscriber(endpoints, cameras=args.camera, max_age=args.max_age, include_status=args.status,
                         curve_client_key=args.client_key, curve_server_key=args.server_key) as sub:
         print(f"subscribed to {', '.join(endpoints)} (cameras: {', '.join(args.camera) if args.camera else 'all'})", file=sys.stderr, flush=True)
-        while args.count is None or got < args.count:
-            msg = sub.recv(timeout)
-            if msg is None:
-                print(
-                    f"sparsecam subscribe: no mask for {timeout:g} s from {', '.join(endpoints)} "
-                    f"(received {got}, rejected {sub.stats.rejected}, stale {sub.stats.stale}); "
-                    "is the daemon running and the endpoint/camera right?",
-                    file=sys.stderr,
-                )
-                return 1
-            if isinstance(msg, StatusMessage):
-                extra = " ".join(f"{k}={v}" for k, v in msg.fields.items())
-                print(f"{msg.camera} status={msg.state} {extra}".rstrip(), flush=True)
-                continue
-            got += 1
-            if args.save is not None:
-                _save(msg, args.save)
-            else:
-                print(
-                    f"{msg.camera} seq={msg.seq} latency={msg.latency * 1000:.1f}ms "
-                    f"fg={msg.fg_ratio:.4f} size={msg.width}x{msg.height} {msg.encoding} {msg.payload_bytes}B",
-                    flush=True,
-                )
-        s = sub.stats
-        dup = f", duplicates dropped {s.duplicates}" if s.duplicates else ""
-        print(f"received {s.received} masks (rejected {s.rejected}, stale {s.stale}, gaps {s.gaps}{dup})", file=sys.stderr)
+
+        def summary() -> None:
+            st = sub.stats
+            dup = f", duplicates dropped {st.duplicates}" if st.duplicates else ""
+            print(f"received {st.received} masks (rejected {st.rejected}, stale {st.stale}, gaps {st.gaps}{dup})", file=sys.stderr)
+
+        try:
+            while args.count is None or got < args.count:
+                msg = sub.recv(timeout)
+                if msg is None:
+                    print(
+                        f"sparsecam subscribe: no mask for {timeout:g} s from {', '.join(endpoints)} "
+                        f"(received {got}, rejected {sub.stats.rejected}, stale {sub.stats.stale}); "
+                        "is the daemon running and the endpoint/camera right?",
+                        file=sys.stderr,
+                    )
+                    return 1
+                if isinstance(msg, StatusMessage):
+                    extra = " ".join(f"{k}={v}" for k, v in msg.fields.items())
+                    print(f"{msg.camera} status={msg.state} {extra}".rstrip(), flush=True)
+                    continue
+                got += 1
+                if args.save is not None:
+                    _save(msg, args.save)
+                else:
+                    print(
+                        f"{msg.camera} seq={msg.seq} latency={msg.latency * 1000:.1f}ms "
+                        f"fg={msg.fg_ratio:.4f} size={msg.width}x{msg.height} {msg.encoding} {msg.payload_bytes}B",
+                        flush=True,
+                    )
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was received so far, then the usual exit 130
+            summary()
+            raise
+        summary()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -433,3 +434,35 @@ def test_an_ipc_path_in_use_or_not_a_socket_is_refused(tmp_path: Path) -> None:
         dead.bind(str(stale))
     with MaskPublisher([f"ipc://{stale}"]) as pub, MaskSubscriber(pub.endpoints, max_age=None) as sub:
         _sync(pub, sub)
+
+
+def test_cli_interrupted_still_says_what_it_received() -> None:
+    """Ctrl-C (or SIGTERM) printed only 'interrupted': the received/gaps summary of --count was lost."""
+    import signal
+
+    stop = threading.Event()
+    with MaskPublisher([ANY_TCP]) as pub:
+
+        def publish() -> None:
+            i = 0
+            while not stop.is_set():
+                pub.publish_mask("cam0", i, _mask(i), time.time(), time.time(), "m1")
+                i += 1
+                time.sleep(0.02)
+
+        th = threading.Thread(target=publish, daemon=True)
+        th.start()
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "subscribe", "--endpoint", pub.endpoints[0]],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().startswith("cam0 seq=")
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            stop.set()
+            th.join()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert re.search(r"received [1-9]\d* masks \(rejected 0, stale \d+, gaps \d+", err), err[-2000:]
