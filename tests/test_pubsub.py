@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -315,26 +317,33 @@ def _run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
     )
 
 
-def test_cli_prints_count_masks_and_exits_0(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def publishing(cameras: tuple[str, ...] = ("cam0",)) -> Iterator[MaskPublisher]:
+    """A publisher sending a mask of each camera every 20 ms from a thread, until the block ends."""
     stop = threading.Event()
     with MaskPublisher([ANY_TCP]) as pub:
 
         def publish() -> None:
             i = 0
             while not stop.is_set():
-                pub.publish_mask("cam0", i, _mask(i), time.time(), time.time(), "m1")
-                pub.publish_mask("cam10", i, _mask(i), time.time(), time.time(), "m1")
+                for cam in cameras:
+                    pub.publish_mask(cam, i, _mask(i), time.time(), time.time(), "m1")
                 i += 1
                 time.sleep(0.02)
 
         th = threading.Thread(target=publish, daemon=True)
         th.start()
         try:
-            res = _run_cli("--endpoint", pub.endpoints[0], "--camera", "cam0", "--count", "5", "--timeout", "20")
-            saved = _run_cli("--endpoint", pub.endpoints[0], "--count", "3", "--save", str(tmp_path / "out"), "--camera", "cam10")
+            yield pub
         finally:
             stop.set()
             th.join()
+
+
+def test_cli_prints_count_masks_and_exits_0(tmp_path: Path) -> None:
+    with publishing(("cam0", "cam10")) as pub:
+        res = _run_cli("--endpoint", pub.endpoints[0], "--camera", "cam0", "--count", "5", "--timeout", "20")
+        saved = _run_cli("--endpoint", pub.endpoints[0], "--count", "3", "--save", str(tmp_path / "out"), "--camera", "cam10")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 5
@@ -440,18 +449,7 @@ def test_cli_interrupted_still_says_what_it_received() -> None:
     """Ctrl-C (or SIGTERM) printed only 'interrupted': the received/gaps summary of --count was lost."""
     import signal
 
-    stop = threading.Event()
-    with MaskPublisher([ANY_TCP]) as pub:
-
-        def publish() -> None:
-            i = 0
-            while not stop.is_set():
-                pub.publish_mask("cam0", i, _mask(i), time.time(), time.time(), "m1")
-                i += 1
-                time.sleep(0.02)
-
-        th = threading.Thread(target=publish, daemon=True)
-        th.start()
+    with publishing() as pub:
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "subscribe", "--endpoint", pub.endpoints[0]],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -459,8 +457,6 @@ def test_cli_interrupted_still_says_what_it_received() -> None:
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
         finally:
-            stop.set()
-            th.join()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
