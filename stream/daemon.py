@@ -99,6 +99,7 @@ class Daemon:
             for path in sorted(set(self.model_paths.values()))
         ]
         self.stop_event = threading.Event()
+        self._hup_missing: list[Path] = []  # model files a SIGHUP did not find
         self.cameras: dict[str, CameraThread] = {}
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
         self.timeouts = {c.id: c.timeout for c in cfg.cameras}
@@ -203,6 +204,17 @@ class Daemon:
         for reloader in self.reloaders:
             if reloader.path.exists():
                 reloader.request()
+            else:
+                self._hup_missing.append(reloader.path)  # said by the main loop: no logging in a signal handler
+
+    def _report_missing_on_hup(self) -> None:
+        """A SIGHUP that found no model file was silent; a camera waiting for its first model is not news."""
+        missing, self._hup_missing = self._hup_missing, []
+        for path in dict.fromkeys(missing):
+            cams = [c for c, p in self.model_paths.items() if p == path and c not in self.bootstrapping]
+            if cams:
+                log.warning("SIGHUP: no model file at %s; %s keep%s serving %s", path, ", ".join(cams),
+                            "s" if len(cams) == 1 else "", self.engines[cams[0]].model_version)
 
     def run(self, duration: float | None = None) -> int:
         code = 0
@@ -274,6 +286,7 @@ class Daemon:
         if self.cfg.retrain.nightly_at and self.cfg.model.dir is not None:
             self._maybe_start_nightly()
         self._report_exits()
+        self._report_missing_on_hup()
         # systemd's watchdog is fed while this loop turns: a hung inference or publish stops it and
         # systemd restarts the daemon. A camera that is down is not a reason: its capture thread
         # reopens it, and camera_up / the alerts report it (a restart would not bring it back).

@@ -82,6 +82,23 @@ def test_reload_on_change_rejects_corrupt_and_sighup(tmp_path):
     assert "reload rejected" in err and "live.onnx" in err
 
 
+def test_sighup_with_the_model_file_gone_says_so_and_keeps_serving(tmp_path: Path) -> None:
+    """SIGHUP skipped a missing model file without a word."""
+    live = tmp_path / "live.onnx"
+    shutil.copy(BUNDLED_MODEL, live)
+    proc, ep = start_daemon(tmp_path, {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 10}], "model": {"path": str(live)}})
+    try:
+        with MaskSubscriber([ep], max_age=None) as sub:
+            assert sub.recv(timeout=20) is not None, stop(proc)[1][-2000:]
+            live.unlink()
+            proc.send_signal(signal.SIGHUP)
+            assert versions_seen(sub, 2)  # still serving
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err[-3000:]
+    assert f"SIGHUP: no model file at {live}; cam0 keeps serving" in err, err[-3000:]
+
+
 def test_heartbeats_and_model_info_carry_each_cameras_own_model_version(tmp_path: Path) -> None:
     """Every camera's periodic 'online' said the first camera's model version, whatever it ran."""
     other = with_version(BUNDLED_MODEL, tmp_path / "b.onnx", "camera-b-model")
