@@ -6,7 +6,7 @@
   minutes of measuring.
 * :func:`replace_run` clears a run folder a benchmark trains into, but only an earlier sparsecam
   run (``run.json`` in it): anything else there, and any ``--out`` that holds or lies in the data
-  folder, is refused (:func:`check_replaceable` says so before the first training).
+  folder, is refused (:func:`check_runs` says so before the first training).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Callable, Iterable, NoReturn
 
 from stream.errors import UserError
 
@@ -43,6 +43,13 @@ def check_replaceable(run_dir: Path) -> None:
     if run_dir.exists() and (not run_dir.is_dir() or not (run_dir / "run.json").is_file()):
         raise UserError(f"{run_dir} exists and is not a sparsecam training run (no run.json); "
                         "the benchmark would replace it: move it or pick another --out")
+
+
+def check_runs(out: Path, data: Path, run_dirs: Iterable[Path]) -> None:
+    """Everything a benchmark will replace under ``out``, checked before its first training."""
+    check_out(out, data)
+    for run_dir in run_dirs:
+        check_replaceable(run_dir)
 
 
 def replace_run(run_dir: Path) -> None:

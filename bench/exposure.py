@@ -22,11 +22,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_out, check_replaceable, run  # noqa: E402
+from bench.cli import check_runs, run  # noqa: E402
 from bench.quality import add_set_args, chosen_sets, run_dir, train_model  # noqa: E402
 from stream.argtypes import json_target  # noqa: E402
 from stream.errors import UserError  # noqa: E402
-from bench.report import write_json  # noqa: E402
+from stream.files import write_json  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 
 DEFAULT_FACTORS = (0.8, 0.9, 1.0, 1.1, 1.25)
@@ -76,9 +76,7 @@ def main() -> int:
 
         load_checkpoint(args.model)  # a missing or foreign file: one line now, not a traceback after the set loads
     else:
-        check_out(args.out, args.data)
-        for name in sets:  # before the first training
-            check_replaceable(run_dir(args.out, name))
+        check_runs(args.out, args.data, [run_dir(args.out, name) for name in sets])  # before the first training
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in sets:

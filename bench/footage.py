@@ -26,8 +26,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_out, check_replaceable, replace_run, run  # noqa: E402
-from bench.report import write_json  # noqa: E402
+from bench.cli import check_runs, replace_run, run  # noqa: E402
+from stream.files import write_json  # noqa: E402
 from stream.argtypes import integer, json_target  # noqa: E402
 from stream.errors import UserError  # noqa: E402
 from training.data import VIDEO_EXTS, default_data_root  # noqa: E402
@@ -120,7 +120,6 @@ def main() -> int:
     folder = args.data / FOLDER
     if not folder.is_dir():
         raise UserError(f"{folder} not found; pass --data")
-    check_out(args.out, args.data)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder for the runs and sheet.png")
     clips = clips_in(folder)
@@ -132,8 +131,7 @@ def main() -> int:
         clips = [by_name[n] for n in args.clips]
     if not clips:
         raise UserError(f"no videos or image folders in {folder}")
-    for clip in clips:  # before the first training
-        check_replaceable(args.out / clip.stem)
+    check_runs(args.out, args.data, [args.out / clip.stem for clip in clips])  # before the first training
     results: dict[str, dict[str, Any]] = {}
     rows = []
     for clip in clips:

@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.cli import run  # noqa: E402
-from bench.report import write_json  # noqa: E402
-from stream.argtypes import bounded, integer, json_target, seconds, size_wxh  # noqa: E402
+from stream.files import write_json  # noqa: E402
+from stream.argtypes import frame_rate, integer, json_target, seconds, size_wxh  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.maskclean import clean_masks  # noqa: E402
 from stream.modelinfo import BUNDLED_MODEL, INPUT_NAME, MASK_OUTPUT, SCORE_MODEL_OUTPUT  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> int:
     ap.add_argument("--sizes", type=size_wxh, nargs="+", default=[(320, 240), (640, 480)], help="frame sizes WxH (default 320x240 640x480)")
     ap.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="an exported .onnx model (default: the bundled one)")
     ap.add_argument("--seconds", type=seconds, default=8.0, help="measuring time per loop (default 8)")
-    ap.add_argument("--fps", type=bounded(0.0, low_open=True, what="a frame rate > 0"), default=30.0,
+    ap.add_argument("--fps", type=frame_rate, default=30.0,
                     help="camera rate for the latency run (default 30)")
     ap.add_argument("--threads", type=integer(0), default=0, help="onnxruntime intra-op threads, in the bare loop and the daemon (0 = default)")
     ap.add_argument("--json", type=json_target(), help="write {size: {fps, p50_ms, ...}} here")

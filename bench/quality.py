@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_out, check_replaceable, replace_run, run  # noqa: E402
-from bench.report import write_json  # noqa: E402
+from bench.cli import check_runs, replace_run, run  # noqa: E402
+from stream.files import write_json  # noqa: E402
 from stream.argtypes import integer, json_target  # noqa: E402
 from stream.errors import UserError  # noqa: E402
 from training.data import default_data_root  # noqa: E402
@@ -127,10 +127,8 @@ def main() -> int:
     ap.add_argument("--input-mode", choices=["frame", "background"], help="train this input mode instead of the default (to compare them)")
     args = ap.parse_args()
     sets = chosen_sets(args)
-    check_out(args.out, args.data)
-    for name in sets:  # before the first training, not after an hour of it
-        for seed in range(args.seeds):
-            check_replaceable(run_dir(args.out, name, seed))
+    # before the first training, not after an hour of it
+    check_runs(args.out, args.data, [run_dir(args.out, name, seed) for name in sets for seed in range(args.seeds)])
     classic = [] if args.no_classic else CLASSIC + (["subsense", "pawcs"] if pybgs_available() else [])
     if not args.no_classic and not pybgs_available():
         print("note: pybgs is not importable, so subsense and pawcs are skipped (pip install pybgs; needs libopencv-dev, cmake)", file=sys.stderr)

@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.cli import run  # noqa: E402
-from bench.report import write_json  # noqa: E402
-from stream.argtypes import bounded, integer, json_target, seconds  # noqa: E402
+from stream.files import write_json  # noqa: E402
+from stream.argtypes import frame_rate, integer, json_target, seconds  # noqa: E402
 from stream.errors import UserError  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.recorder import CameraRecorder, RecordPolicy  # noqa: E402
@@ -53,7 +53,7 @@ def measure(sub: MaskSubscriber, seconds: float, until: subprocess.Popen | None 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=seconds, default=30.0, help="length of the idle phase (the retrain phase lasts the retrain)")
-    ap.add_argument("--fps", type=bounded(0.0, low_open=True, what="a frame rate > 0"), default=30.0, help="camera rate (default 30)")
+    ap.add_argument("--fps", type=frame_rate, default=30.0, help="camera rate (default 30)")
     ap.add_argument("--steps", type=integer(1), default=150, help="retrain steps (default 150)")
     ap.add_argument("--json", type=json_target(), help="write the figures here")
     args = ap.parse_args()

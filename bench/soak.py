@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.cli import run  # noqa: E402
-from bench.report import write_json  # noqa: E402
-from stream.argtypes import bounded, json_target, seconds  # noqa: E402
+from stream.files import write_json  # noqa: E402
+from stream.argtypes import bounded, frame_rate, json_target, seconds  # noqa: E402
 from stream.client import MaskSubscriber  # noqa: E402
 from stream.protocol import StatusMessage  # noqa: E402
 from tests.daemon_helpers import free_port  # noqa: E402
@@ -73,7 +73,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=bounded(0.0, low_open=True, what="minutes > 0"), default=10.0, help="length of the run (default 10)")
     ap.add_argument("--warmup", type=bounded(0.0, what="seconds >= 0"), default=60.0, help="seconds before the first sample (at most a third of the run)")
     ap.add_argument("--interval", type=seconds, default=5.0, help="seconds between samples")
-    ap.add_argument("--fps", type=bounded(0.0, low_open=True, what="a frame rate > 0"), default=30.0, help="camera frame rate")
+    ap.add_argument("--fps", type=frame_rate, default=30.0, help="camera frame rate")
     ap.add_argument("--camera", choices=("synthetic", "mjpeg"), default="synthetic")
     ap.add_argument("--flap", type=bounded(0.0, what="seconds >= 0"), default=0.0, help="mjpeg: unplug the camera every FLAP s (0 = never)")
     ap.add_argument("--down", type=seconds, default=4.0, help="mjpeg: seconds the camera stays unplugged")

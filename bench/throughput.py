@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.cli import run  # noqa: E402
-from bench.report import write_json  # noqa: E402
+from stream.files import write_json  # noqa: E402
 from stream.argtypes import integer, json_target, seconds, size_wxh  # noqa: E402
 from stream.modelinfo import BUNDLED_MODEL  # noqa: E402
 from stream.engine import Engine  # noqa: E402

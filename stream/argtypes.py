@@ -27,6 +27,7 @@ def bounded(low: float | None = None, high: float | None = None, *, low_open: bo
 
 
 seconds = bounded(0.0, low_open=True, what="a number of seconds > 0")
+frame_rate = bounded(0.0, low_open=True, what="a frame rate > 0")
 fraction = bounded(0.0, 1.0, what="a fraction in [0, 1]")
 
 

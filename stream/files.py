@@ -7,9 +7,11 @@ trip over. An ``OSError`` becomes a :class:`UserError` naming the file.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from stream.errors import UserError
 
@@ -30,3 +32,8 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(path: Path, data: Any, indent: int = 1) -> None:
+    """``data`` as JSON (anything else as its str), written atomically: a run stopped mid-write keeps the previous file."""
+    write_atomic(path, json.dumps(data, indent=indent, default=str))

@@ -45,7 +45,7 @@ import yaml
 
 from stream.argtypes import fraction
 from stream.errors import UserError
-from stream.files import write_atomic
+from stream.files import write_json
 from stream.recorder import MANIFEST, RETRAIN_MIN_FRAMES, RETRAIN_MIN_HOLDOUT, RETRAIN_MIN_TRAIN, read_manifest
 from training.rollback import (CURRENT, DEFAULT_KEEP, camera_dir, camera_folders, camera_lock, history_entries,
                                promote, read_model_version)
@@ -124,10 +124,6 @@ def _link_frames(entries: list[dict], src: Path, dst: Path) -> list[dict]:
     return done
 
 
-def _write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=1, default=str))
-
-
 # --------------------------------------------------------------------------- config
 def train_config(footage: Path, steps: int | None, options: dict[str, Any]):
     """The default recipe on ``footage`` with ``--steps`` and ``--train-option`` overrides."""
@@ -200,7 +196,7 @@ def _new_snapshot(work: Path, rec_dir: Path, opts: RetrainOptions) -> tuple[dict
         "holdout": [{"file": str((rec_dir / e["file"]).resolve()), "t": e["t"]} for e in hold_e],
         "train_config": dataclasses.asdict(cfg),
     }
-    _write_json(work / "snapshot.json", snap)  # written last: its presence marks a usable run
+    write_json(work / "snapshot.json", snap)  # written last: its presence marks a usable run
     return snap, cfg
 
 
@@ -326,7 +322,7 @@ def _attempt(opts: RetrainOptions, cam_dir: Path, work: Path, snap: dict[str, An
             print(f"retrain {opts.camera}: the new model was NOT promoted: {'; '.join(v['reasons'])}. "
                   f"{current.name} is unchanged; the candidate stays in {candidate} for inspection.{short}", file=sys.stderr)
     report["wall_seconds"] = round(time.time() - t_start, 2)
-    _write_json(work / "report.json", report)
+    write_json(work / "report.json", report)
     print(f"retrain {opts.camera}: {report['status']} in {report['wall_seconds']:.1f} s; report {work / 'report.json'}")
     return (0 if report["passed"] else 1), report
 
@@ -358,7 +354,7 @@ def retrain(opts: RetrainOptions) -> tuple[int, dict[str, Any]]:
         try:
             return _attempt(opts, cam_dir, work, snap, cfg, bool(found), t_start)
         except Exception as exc:  # a failed attempt is finished (whatever failed): the next retrain starts afresh
-            _write_json(work / "report.json", {"camera": opts.camera, "status": "failed", "passed": False, "error": str(exc)})
+            write_json(work / "report.json", {"camera": opts.camera, "status": "failed", "passed": False, "error": str(exc)})
             raise
 
 
@@ -416,7 +412,7 @@ def cli(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
     if a.json is not None:
         try:
-            _write_json(a.json, report)
+            write_json(a.json, report)
         except OSError as exc:
             raise UserError(f"cannot write --json {a.json}: {exc.strerror}") from None
     return code

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from stream.argtypes import size_wxh
 from stream.errors import UserError
-from stream.files import write_atomic
+from stream.files import write_json
 from stream.maskclean import CleanUp, clean_masks
 from training.align import aligned_backgrounds, aligned_median, max_radius, normalised_frames
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -292,7 +292,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create the run folder {self.out}: {exc.strerror}; pick another --out") from None
-        write_atomic(self.out / "run.json", json.dumps({"identity": self.cfg.identity(), "config": self.cfg.__dict__}, indent=1, default=str))
+        write_json(self.out / "run.json", {"identity": self.cfg.identity(), "config": self.cfg.__dict__})
 
     # -- checkpoints ---------------------------------------------------------------------
     def state(self, threshold: float | None = None) -> dict[str, Any]:
@@ -467,7 +467,7 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
         "fg_ratio_train": float((scores > threshold).mean()),
         "config": tr.cfg.__dict__,
     }
-    write_atomic(tr.out / "summary.json", json.dumps(summary, indent=1, default=str))
+    write_json(tr.out / "summary.json", summary)
     return summary
 
 
