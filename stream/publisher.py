@@ -47,11 +47,18 @@ class PublisherStats:
     status_sent: int = 0
 
 
+def _ipc_file(endpoint: str) -> str | None:
+    """The socket file of an ``ipc://`` endpoint; None for other transports and for ``ipc://@name``
+    (Linux's abstract namespace: no file)."""
+    path = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else ""
+    return path if path and not path.startswith("@") else None
+
+
 def _refuse_served_ipc(endpoint: str) -> None:
     """libzmq binds an ipc:// path by unlinking whatever is there: a second daemon on the same path took
     it over silently, leaving the first one serving nobody. A socket file that accepts a connection is in use."""
-    path = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else ""
-    if not path or path.startswith("@") or not os.path.exists(path):
+    path = _ipc_file(endpoint)
+    if path is None or not os.path.exists(path):
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1.0)
@@ -228,8 +235,8 @@ class MaskPublisher:
     # ------------------------------------------------------------------ closing
 
     def _note_ipc_file(self, endpoint: str) -> None:
-        path = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else ""
-        if path and not path.startswith("@"):  # '@name': Linux abstract namespace, no file
+        path = _ipc_file(endpoint)
+        if path is not None:
             try:
                 st = os.stat(path)
             except OSError:
