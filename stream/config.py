@@ -59,9 +59,15 @@ class CameraConfig(_Strict):
     @model_validator(mode="after")
     def _pace_needs_a_rate(self) -> CameraConfig:
         """A synthetic scene has no frame rate of its own: `pace: true` without fps ran it unpaced, silently."""
-        from stream.synthetic import is_synthetic_spec
+        from stream.synthetic import is_synthetic_spec, parse_synthetic_spec
 
-        if self.pace and self.fps is None and is_synthetic_spec(self.source) and "fps=" not in self.source:
+        if not (self.pace and self.fps is None and is_synthetic_spec(self.source)):
+            return self
+        try:
+            rate = parse_synthetic_spec(self.source).fps  # the spec's own fps=, if any
+        except UserError:
+            return self  # a malformed spec: check-config and serve report it (stream.preflight)
+        if rate is None:
             raise ValueError("pace: true needs fps for a synthetic source (it has no frame rate of its own), e.g. fps: 25")
         return self
 
