@@ -49,6 +49,11 @@ def wait_for_version(sub: MaskSubscriber, version: str, timeout: float = 15) -> 
     return False
 
 
+def reloads(proc) -> float:
+    """The daemon's count of successful model reloads, scraped from /metrics."""
+    return scrape(proc).get(("sparsecam_model_reloads_total", (("result", "success"),)), 0.0)
+
+
 def test_reload_on_change_rejects_corrupt_and_sighup(tmp_path):
     live = tmp_path / "live.onnx"
     shutil.copy(BUNDLED_MODEL, live)
@@ -73,8 +78,13 @@ def test_reload_on_change_rejects_corrupt_and_sighup(tmp_path):
             onnx.save(original, str(tmp_path / "orig.onnx"))
             move_in(tmp_path / "orig.onnx", live)
             assert wait_for_version(sub, v1)
+            before = reloads(proc)
             proc.send_signal(signal.SIGHUP)
             assert versions_seen(sub, 2)  # still serving after a reload of the same model
+            t_end = time.monotonic() + 15
+            while reloads(proc) == before and time.monotonic() < t_end:
+                time.sleep(0.2)
+            assert reloads(proc) == before + 1, "SIGHUP did not reload the unchanged model"
             assert sub.stats.gaps == 0, "frames were lost around the reloads"
     finally:
         code, err = stop(proc)
