@@ -315,6 +315,28 @@ class Daemon:
         proc.what = why  # type: ignore[attr-defined]  # for the exit report (_report_exits)
         return proc
 
+    def _stop_retrains(self) -> list[tuple[str, subprocess.Popen]]:
+        """SIGTERM every running retrain child: it saves a checkpoint and the next retrain resumes.
+
+        Left running, it died anyway, without a checkpoint: systemd (KillMode=mixed) SIGKILLs what is
+        left of the unit once the daemon exits, and so does a container runtime."""
+        children = [(cam_id, proc) for cam_id, proc in [*self.first_training.items(), *self.retrains.items()]
+                    if proc is not None and proc.poll() is None]
+        for cam_id, proc in children:
+            log.info("camera %s: stopping the %s (pid %d): it saves a checkpoint, the next retrain resumes from it",
+                     cam_id, "first training" if self.first_training.get(cam_id) is proc else "retrain", proc.pid)
+            proc.terminate()
+        return children
+
+    @staticmethod
+    def _wait_retrains(children: list[tuple[str, subprocess.Popen]], deadline: float) -> None:
+        """Reap the stopped retrain children within the shutdown deadline; say which did not finish."""
+        for cam_id, proc in children:
+            try:
+                proc.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("camera %s: retrain (pid %d) still saving its checkpoint at exit", cam_id, proc.pid)
+
     def _report_exits(self) -> None:
         """Log each retrain child's exit once (which also reaps it), whatever the camera is doing now."""
         for kind, procs in (("first training", self.first_training), ("retrain", self.retrains)):
@@ -358,13 +380,12 @@ class Daemon:
             reloader.stop(wait=0)
         stop_all(self.cameras.values(), timeout=0.5)
         self.publisher.close(list(self.cameras), reason="stopped")
-        for cam_id, proc in [*self.first_training.items(), *self.retrains.items()]:
-            if proc is not None and proc.poll() is None:
-                log.info("camera %s: leaving %s (pid %d) to finish on its own", cam_id, getattr(proc, "what", "retrain"), proc.pid)
+        children = self._stop_retrains()
         deadline = time.monotonic() + SHUTDOWN_S
         for reloader in self.reloaders:
             reloader.stop(wait=max(0.05, deadline - time.monotonic()))
         self._close_recorders(timeout=max(0.05, deadline - time.monotonic()))
+        self._wait_retrains(children, deadline)
         if self.http is not None:
             self.http.stop()
 

@@ -121,3 +121,37 @@ def test_a_first_training_that_cannot_start_is_not_reported_as_exit_0(tmp_path):
     code = proc.returncode
     assert code == 0 and err.count("cannot start '/nonexistent/retrain cam0'") == 1, err[-3000:]
     assert "first training exited with" not in err
+
+
+def test_stopping_the_daemon_stops_its_retrain_so_that_it_saves_a_checkpoint(tmp_path):
+    """Left running, the retrain child was SIGKILLed by systemd (KillMode=mixed) or the container
+    runtime after the daemon exited, losing its steps since the last checkpoint; now the daemon
+    sends it SIGTERM (retrain saves a checkpoint on it) and reaps it within its shutdown deadline."""
+    models, rec = tmp_path / "models", tmp_path / "rec"
+    fake = tmp_path / "fake_retrain.py"
+    fake.write_text(
+        "import pathlib, signal, sys, time\n"
+        "out = pathlib.Path(sys.argv[1])\n"
+        "def saved(*_):\n"
+        "    out.write_text('checkpoint saved'); sys.exit(130)\n"
+        "signal.signal(signal.SIGTERM, saved)\n"
+        "out.write_text('training')\n"
+        "time.sleep(120)\n"
+        "out.write_text('finished untouched')\n"
+    )
+    marker = tmp_path / "retrain_state"
+    cfg = {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 30}], "model": {"dir": str(models)},
+           "recording": {"enabled": True, "dir": str(rec), "every": 0.05},
+           "retrain": {"auto_first": True, "min_frames": 24, "command": f"{sys.executable} {fake} {marker}"}}
+    proc, _ = start_daemon(tmp_path, cfg)
+    try:
+        t_end = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text() == "training") and time.monotonic() < t_end:
+            time.sleep(0.1)
+        assert marker.exists(), "the stand-in retrain never started"
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err[-3000:]
+    assert "camera cam0: stopping the first training" in err, err[-3000:]
+    assert marker.read_text() == "checkpoint saved", err[-3000:]
+    assert "still saving" not in err
