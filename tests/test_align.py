@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests import needs  # noqa: E402
+
+torch = needs.module("torch", "install the train extra")
 
 from stream.synthetic import SceneConfig, SyntheticScene  # noqa: E402
 from training.align import GAIN_RANGE, align_background, aligned_median, estimate_gain, estimate_shift, normalise_exposure, normalised_frames, shift_images  # noqa: E402

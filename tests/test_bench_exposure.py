@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests import needs  # noqa: E402
+
+torch = needs.module("torch", "install the train extra")
 
 from bench import exposure  # noqa: E402
 from training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402

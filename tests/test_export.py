@@ -12,8 +12,10 @@ import numpy as np
 import onnx
 import pytest
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+from tests import needs  # noqa: E402
+
+torch = needs.module("torch", "install the train extra")
+ort = needs.module("onnxruntime", "install the cpu or gpu extra")
 
 import stream  # noqa: E402
 from export import onnx_export  # noqa: E402
