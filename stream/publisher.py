@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -235,10 +236,16 @@ class MaskPublisher:
     # ------------------------------------------------------------------ closing
 
     def _note_ipc_file(self, endpoint: str) -> None:
+        """Remember the socket file for clean-up and open it to the group the umask shares it with.
+
+        Connecting needs write permission on the socket: under systemd's UMask=0027 it was 0750, so no
+        subscriber but the daemon's own user could connect. Group-readable now means group-connectable."""
         path = _ipc_file(endpoint)
         if path is not None:
             try:
                 st = os.stat(path)
+                if st.st_mode & stat.S_IRGRP:
+                    os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWGRP)
             except OSError:
                 return
             self._ipc_files[path] = (st.st_dev, st.st_ino)

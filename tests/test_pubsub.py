@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -418,6 +419,24 @@ def test_ipc_socket_file_removed_on_close_unless_rebound(tmp_path: Path) -> None
     theirs.write_bytes(b"")
     pub.close()
     assert theirs.exists()
+
+
+def test_ipc_socket_is_connectable_by_the_group_the_umask_shares_it_with(tmp_path: Path) -> None:
+    """Under systemd's UMask=0027 the socket was 0750: group members could read but not connect (connect
+    needs write). Group-readable now means group-writable; a umask that hides it from the group still does."""
+    import stat
+
+    for umask, expected in ((0o027, 0o770), (0o077, 0o700)):
+        old = os.umask(umask)
+        try:
+            path = tmp_path / f"u{umask:o}.sock"
+            pub = MaskPublisher([f"ipc://{path}"])
+        finally:
+            os.umask(old)
+        try:
+            assert stat.S_IMODE(path.stat().st_mode) == expected, oct(path.stat().st_mode)
+        finally:
+            pub.close()
 
 
 def test_an_ipc_path_in_use_or_not_a_socket_is_refused(tmp_path: Path) -> None:
