@@ -120,12 +120,36 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     res = cli("train", *args, "--resume")
     assert res.returncode == 2 and "no checkpoint.pt to resume from" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert (out / "model.pt").read_bytes() == before
+    (out / "checkpoint.pt").write_bytes(before)  # a finished model copied over it (KeyError 'opt' before)
+    res = cli("train", *args, "--resume")
+    assert res.returncode == 2 and "not a resumable training checkpoint" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert (out / "model.pt").read_bytes() == before
     (tmp_path / "checkpoint.pt").rename(out / "checkpoint.pt")
     for f in sorted((frames / "input").iterdir())[:10]:  # the recording was trimmed and refilled meanwhile
         f.write_bytes((frames / "input" / "000030.png").read_bytes())
     res = cli("train", *args, "--resume", "--steps", "6")
     assert res.returncode == 2 and "the footage changed since this checkpoint" in res.stderr, res.stderr[-2000:]
     assert (out / "model.pt").read_bytes() == before
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(tmp_path):
+    """A run SIGKILLed (OOM) before its first checkpoint left only run.json: --resume (which every
+    retrain uses) then failed with 'holds this run's model.pt', and the retrain after it too."""
+    out = tmp_path / "run"
+    args = [*TINY, "--out", str(out), "--checkpoint-every", "1000"]
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "train", *args, "--steps", "100000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t_end = time.monotonic() + 120
+        while not (out / "run.json").exists() and time.monotonic() < t_end:
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sorted(f.name for f in out.iterdir()) == ["run.json"]
+    res = cli("train", *args, "--resume")
+    assert res.returncode == 0 and "stopped before its first checkpoint" in res.stderr, res.stderr[-2000:]
+    assert (out / "model.pt").is_file()
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "junk", "run-folder"])

@@ -221,7 +221,12 @@ class Trainer:
         self.started = time.time()
         self.train_seconds = 0.0
         if resume and self.ckpt_path.exists():
-            self._load(load_checkpoint(self.ckpt_path))
+            state = load_checkpoint(self.ckpt_path)
+            try:
+                self._load(state)
+            except (KeyError, TypeError, ValueError) as exc:  # a model.pt copied over it, a foreign .pt
+                raise UserError(f"{self.ckpt_path} is not a resumable training checkpoint ({type(exc).__name__}: {exc}); "
+                                "train into another --out, or without --resume to start over") from None
 
     def _schedule(self, last_step: int) -> torch.optim.lr_scheduler.LRScheduler:
         """One-cycle learning rate over the Adam steps; a pure function of the step, so a
@@ -267,7 +272,7 @@ class Trainer:
         if parent is not None and not os.access(parent, os.W_OK):
             raise UserError(f"--out {self.out}: cannot write in {parent}; pick another --out")
         saved_nothing = not (self.ckpt_path.exists() or (self.out / "model.pt").exists())
-        if meta.exists() and saved_nothing and not resume:
+        if meta.exists() and saved_nothing:  # killed before its first checkpoint: nothing to resume or to lose
             log.info("%s holds a run that stopped before its first checkpoint: starting this one there", self.out)
         elif meta.exists():
             try:
