@@ -291,6 +291,21 @@ def test_labeled_set_errors(tmp_path: Path) -> None:
         open_labeled_set(tmp_path / "noinput")
 
 
+def test_labeled_set_16bit_ground_truth_and_an_input_frame_of_another_size(tmp_path: Path) -> None:
+    """16-bit masks holding the plain labels were shifted down to all-static (F silently 0); an input frame
+    of another size ended eval in a numpy traceback."""
+    root = write_cdnet_folder(tmp_path / "syn", 5, CFG, progress=False)
+    _, gt = SyntheticScene(CFG).frame(2)
+    assert (gt == 255).any()
+    cv2.imwrite(str(root / "groundtruth" / "000003.png"), gt.astype(np.uint16))  # 0..255 stored wide
+    cv2.imwrite(str(root / "groundtruth" / "000004.png"), gt.astype(np.uint16) * 257)  # scaled to 65535
+    ls = open_labeled_set(root)
+    assert np.array_equal(ls.read_gt(3), gt) and np.array_equal(ls.read_gt(4), gt)
+    cv2.imwrite(str(root / "input" / "000005.png"), np.zeros((48, 80, 3), np.uint8))
+    with pytest.raises(UserError, match=r"000005.png is 80x48 but the set's frames are 64x48"):
+        ls.read_frame(5)
+
+
 @pytest.mark.data
 def test_real_labeled_sets(data_root: Path) -> None:
     hw = open_labeled_set(data_root / "cdnet_baseline_highway")

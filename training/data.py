@@ -370,6 +370,10 @@ class LabeledSet:
             raise UserError(f"{self.root}: no input frame {i}; "
                             f"valid indices are {min(self.input_paths)}..{max(self.input_paths)}")
         img = _imread(self.input_paths[i], gray)
+        w, h = self.frame_size
+        if img.shape[:2] != (h, w):
+            raise UserError(f"input frame {self.input_paths[i]} is {img.shape[1]}x{img.shape[0]} but the set's frames are "
+                            f"{w}x{h}; fix or remove it")
         return img[..., None] if img.ndim == 2 else img
 
     def read_gt(self, i: int) -> np.ndarray:
@@ -381,8 +385,8 @@ class LabeledSet:
             raise UserError(f"cannot read ground truth {self.gt_paths[i]}; remove or replace it")
         if gt.ndim == 3:
             gt = gt[..., 0]
-        if gt.dtype != np.uint8:
-            gt = (gt >> 8).astype(np.uint8) if gt.dtype == np.uint16 else gt.astype(np.uint8)
+        if gt.dtype != np.uint8:  # 16-bit: labels scaled to 65535 (x257), or the plain 0..255 labels stored wide
+            gt = (gt >> 8 if gt.max() > 255 else gt).astype(np.uint8)
         w, h = self.frame_size
         if gt.shape != (h, w):
             raise UserError(f"ground truth {self.gt_paths[i]} is {gt.shape[1]}x{gt.shape[0]} but the set's frames are {w}x{h}; "
