@@ -336,6 +336,13 @@ def test_max_frames_spreads_over_all_of_the_footage(tmp_path: Path) -> None:
     assert spread_stride([folder, video], 50) == 2  # 100 frames in all
     assert spread_stride([folder], 60) == 1 and spread_stride([folder], None) == 1  # fits / no cap
     assert spread_stride(["synthetic:frames=500"], 10) == 1  # length unknown: as asked
+    # a folder numbered from 1000 with --frames over its numbers: it counted none of them (frames 1..60)
+    # and kept the first 20 instead of spreading
+    late = _write_folder(tmp_path / "late", frames, first=1000)
+    assert spread_stride([late], 20, frame_range=(1000, 1059)) == 3
+    fo = load_footage([late], max_frames=20, frame_range=(1000, 1059), stride=spread_stride([late], 20, frame_range=(1000, 1059)),
+                      progress=False)
+    assert len(fo.frames) == 20 and fo.sources[-1].endswith("001057.png")
 
 
 # The real clips without ground truth (../shared/data/footage_no_gt/README.txt): frames, width, height.

@@ -98,11 +98,17 @@ def _folder_items(folder: Path, gray: bool) -> Iterator[_Item]:
         videos = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS)
         hint = f" (it holds videos: pass them as paths, e.g. {folder / videos[0]})" if videos else ""
         raise UserError(f"no images (png/jpg/jpeg/bmp) in folder {folder}{hint}; point at a folder of frames or a video")
+    for number, path in zip(_folder_numbers(files), files):
+        yield number, str(path), (lambda p=path: _imread(p, gray))
+
+
+def _folder_numbers(files: list[Path]) -> list[int]:
+    """Frame numbers of a folder's images: CDnet numbering (NNNNNN in the name) when every file has a
+    distinct number, else the sorted order from 1."""
     numbers = [_trailing_number(p) for p in files]
-    # CDnet numbering (NNNNNN in the name) when every file has a distinct number, else the sorted order
-    use_names = None not in numbers and len(set(numbers)) == len(numbers)
-    for pos, path in enumerate(files, 1):
-        yield (numbers[pos - 1] if use_names else pos), str(path), (lambda p=path: _imread(p, gray))
+    if None not in numbers and len(set(numbers)) == len(numbers):
+        return numbers  # type: ignore[return-value]
+    return list(range(1, len(files) + 1))
 
 
 def _manifest_items(folder: Path, gray: bool, stamps: list[float]) -> Iterator[_Item]:
@@ -174,7 +180,11 @@ def _estimate_total(path: str, sel: _Selector) -> int | None:
             cap.release()
         elif p.is_dir():
             folder = p / "input" if (p / "input").is_dir() else p
-            n = sum(1 for q in folder.iterdir() if q.suffix.lower() in IMAGE_EXTS)
+            numbers = _folder_numbers(list_images(folder))
+            n = len(numbers)
+            if sel.ranged:  # by the files' own numbers (a folder numbered 1000.. held none of 1..n)
+                n = sum(1 for k in numbers if sel.keep(k))
+                return min(n, sel.remaining) if sel.remaining is not None else n
         else:
             return None
     except OSError:
