@@ -234,6 +234,7 @@ def test_run_time_never_imports_torch():
     (["--device", "foo"], "cuda:K"), (["--size", "99999x99999"], "32 to 1920"), (["--size", "40x30"], "height (--size) = 30"),
     (["--steps", "0"], "nothing to train"), (["--prox-steps", "-1"], "prox_steps"), (["--lambda", "-1"], "sparsity weight"),
     (["--threshold", "1.5"], "threshold (--threshold)"), (["--checkpoint-every", "0"], "checkpoint_every"),
+    (["--size", "64x48", "--depth", "6"], "height (--size) = 48: too small for a depth-6 U-Net"),
 ])
 def test_a_setting_that_cannot_train_is_one_line_exit_2(tmp_path, option, words):
     """Refused before the footage loads: no traceback from torch, --out untouched."""

@@ -87,6 +87,9 @@ def check_settings(cfg: Any) -> None:
     need(cfg.lam_scale > 0, "lam_scale", "must be > 0 (1 = the default lambda)")
     need(1 <= cfg.width <= MAX_WIDTH, "width", f"the U-Net's first-level width must be 1 to {MAX_WIDTH}")
     need(1 <= cfg.depth <= MAX_DEPTH, "depth", f"the U-Net needs 1 to {MAX_DEPTH} down-samplings")
+    for side in ("width_px", "height"):  # a smaller side was raised to 2**depth without a word (another aspect)
+        need(getattr(cfg, side) in (0, None) or getattr(cfg, side) >= 2 ** cfg.depth, side,
+             f"too small for a depth-{cfg.depth} U-Net: each side needs {2 ** cfg.depth} pixels or more (or a smaller --depth)")
     need(cfg.crop == 0 or cfg.crop >= 2 ** (cfg.depth + 1), "crop",
          f"0 (whole frames) or a window of at least {2 ** (cfg.depth + 1)} pixels for a depth-{cfg.depth} U-Net")
     need(cfg.bg_frames >= 1, "bg_frames", "the background median needs at least 1 frame (default 200)")
