@@ -71,3 +71,23 @@ def test_a_checkpoint_on_a_full_disk_is_one_line_and_the_old_one_stays(tmp_path,
         save_checkpoint(target, {"step": 2})
     monkeypatch.undo()
     assert torch.load(target, weights_only=True)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_checkpoint_is_synced_to_disk_before_and_after_its_rename(tmp_path, monkeypatch):
+    """After a power cut a renamed-but-unsynced checkpoint.pt can be empty (ext4 commits the rename first),
+    and the run cannot be resumed. A checkpoint syncs its data, then its folder; plain writes do not pay that."""
+    from training.checkpoint import save_checkpoint
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    write_atomic(tmp_path / "plain.json", "{}")
+    assert synced == []
+    save_checkpoint(tmp_path / "checkpoint.pt", {"step": 3})
+    assert len(synced) == 2 and os.path.basename(synced[0]).startswith(".checkpoint.pt.") and synced[1] == str(tmp_path)
+    assert (tmp_path / "checkpoint.pt").stat().st_size > 0

@@ -17,14 +17,14 @@ CHECKPOINT_FORMAT = 1
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` whole or not at all (stream.files.write_atomic).
+    """Write ``state`` to ``path`` whole or not at all, and durably (stream.files.write_atomic).
 
     Serialised in memory first: torch.save straight to a file on a full disk failed with a RuntimeError
     from its zip writer ("unexpected pos ..."), not an OSError that names the cause.
     """
     buf = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
-    write_atomic(Path(path), buf.getvalue())
+    write_atomic(Path(path), buf.getvalue(), durable=True)  # resumable after a power cut
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

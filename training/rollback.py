@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from stream.errors import UserError
+from stream.files import fsync_dir
 from stream.protocol import ProtocolError, validate_camera
 
 log = logging.getLogger("sparsecam.rollback")
@@ -78,15 +79,6 @@ def history_entries(cam_dir: Path, rolled_back: bool = False) -> list[tuple[str,
     return sorted(out, reverse=True)
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _copy_durable(src: Path, dst: Path) -> None:
     with open(src, "rb") as fi, open(dst, "wb") as fo:
         shutil.copyfileobj(fi, fo, 1 << 20)
@@ -110,7 +102,7 @@ def archive_current(cam_dir: Path, suffix: str = "") -> Path | None:
         tmp = hist / f".{dst.name}.tmp"
         _copy_durable(current, tmp)
         os.replace(tmp, dst)
-    _fsync_dir(hist)
+    fsync_dir(hist)
     return dst
 
 
@@ -125,7 +117,7 @@ def install(cam_dir: Path, model: Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise UserError(f"cannot write {cam_dir / CURRENT}: {exc.strerror}; check free space and permissions") from None
-    _fsync_dir(cam_dir)
+    fsync_dir(cam_dir)
 
 
 def prune_history(cam_dir: Path, keep: int) -> list[Path]:
@@ -184,7 +176,7 @@ def rollback(models: Path, camera: str) -> dict[str, str | None]:
         archived = archive_current(cam_dir, suffix=ROLLED_BACK)
         install(cam_dir, restored)
         restored.unlink()
-        _fsync_dir(restored.parent)
+        fsync_dir(restored.parent)
     return {"camera": camera, "current": str(current), "old_version": old, "new_version": version,
             "restored_from": str(restored), "rolled_back_to": str(archived) if archived else None}
 
