@@ -34,7 +34,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("export-run") / "run"
-    train(TrainConfig(footage=["synthetic:frames=60,size=160x120"], steps=10, batch=8, crop=32, width=4, depth=2),
+    # enough to mask the scene's objects (F about 0.5-0.75 on it): a model that masks nothing passes any parity check
+    train(TrainConfig(footage=["synthetic:frames=60,size=160x120"], steps=80, batch=8, crop=32, width=8, depth=2),
           out, progress=False)
     return out
 
@@ -146,16 +147,12 @@ def test_model_version_stable_and_weight_sensitive(fp32: tuple[Path, dict], run_
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_reduced_precision(precision: str, run_dir: Path, tmp_path: Path) -> None:
+    """Both reduced precisions of a model that masks the scene pass their parity check (a refusal was
+    accepted here before, so an fp16 graph off by 3x passed)."""
     out = tmp_path / f"model-{precision}.onnx"
-    try:
-        report = export_model(run_dir / "model.pt", out, precision=precision)
-    except UserError as exc:  # allowed, but only as a clear parity failure with nothing written
-        msg = str(exc)
-        assert "parity" in msg and ("%" in msg or "F " in msg), msg
-        assert not out.exists() and list(tmp_path.iterdir()) == []
-        print(f"{precision}: refused: {msg}")
-        return
+    report = export_model(run_dir / "model.pt", out, precision=precision)
     print(onnx_export.format_report(report))
+    assert report["f_torch"] > 0.3  # the parity frames hold masked objects: agreement is not of two empty masks
     assert onnx_export.binding_agreement(report, precision)[0] >= onnx_export.REDUCED_MIN_AGREEMENT
     assert any(r["footage"] for r in report["sets"])  # its synthetic training footage was among the parity frames
     assert report["f_change"] >= -onnx_export.REDUCED_MAX_F_DROP
