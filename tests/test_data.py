@@ -357,6 +357,7 @@ REAL_CLIPS = {
 }
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("clip", sorted(REAL_CLIPS))
 def test_reads_the_real_clips_without_ground_truth(data_root: Path, clip: str) -> None:
     """Real codecs and frame folders, decoded to the end: the count and size their README gives."""

@@ -76,7 +76,8 @@ def test_bootstrap_record_retrain_swap_and_retrain_again(tmp_path):
     # the order of models seen by the subscriber: bootstrap, then the first model, then the second
     seen = list(dict.fromkeys(versions))
     assert seen[0] == BOOTSTRAP_VERSION and len(seen) == 3, seen
-    # a live camera may skip frames while two retrains share the 2 cores; no mask was lost on the bus
+    # the paced camera keeps only its newest frame, so while two retrains share the 2 cores frames are skipped
+    # at capture (seen as gaps in seq); serving went on throughout: at most a quarter of the sequence missing
     assert gaps <= len(versions) // 4, (gaps, len(versions))
 
 
