@@ -181,39 +181,50 @@ def test_classic_errors(synth):
             run_classic("subsense", ls, [1])
 
 
-class BackgroundDiff:
-    """A stand-in predictor: score = max channel |frame - median of the first frames| / 255."""
+BUNDLED = REPO / "stream" / "models" / "default.onnx"
+CAMERA_FRAMES = 40  # batches of 16, 16 and 8
 
-    def __init__(self, background: np.ndarray, threshold: float) -> None:
-        self.background = background.astype(np.float32)
-        self.threshold = threshold
-        self.name = "background-diff"
+
+@pytest.fixture(scope="module")
+def bundled_camera(tmp_path_factory) -> Path:
+    """Unseen frames (600-639) of the synthetic camera the bundled model was trained on."""
+    return write_cdnet_folder(tmp_path_factory.mktemp("eval") / "camera", CAMERA_FRAMES, SceneConfig(width=160, height=120),
+                              start=600, progress=False)
+
+
+class Spy:
+    """The real predictor (onnxruntime session of the bundled model), recording the batches it is given."""
+
+    def __init__(self, real) -> None:
+        self.real, self.threshold, self.name = real, real.threshold, real.name
         self.batches: list[int] = []
 
     def predict(self, frames: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         self.batches.append(len(frames))
-        score = (np.abs(frames.astype(np.float32) - self.background).max(-1) / 255).astype(np.float32)
-        return score, score > (self.threshold if threshold is None else threshold)
+        return self.real.predict(frames, threshold)
 
 
-def test_model_method_batches_threshold_and_oracle(synth, tmp_path, monkeypatch):
+def spying(monkeypatch) -> list[Spy]:
+    """Wrap every predictor evaluate() loads in a Spy; returns the list they are appended to."""
     import training.predict
 
-    ls = open_labeled_set(synth)
-    bg = np.median(np.stack([ls.read_frame(i) for i in range(1, 31)]), axis=0)
-    made: list[BackgroundDiff] = []
+    made: list[Spy] = []
+    real_load = training.predict.load_predictor
 
-    def fake_load(path):
-        assert Path(path).name == "model.onnx"
-        made.append(BackgroundDiff(bg, threshold=0.02))
+    def load(path):
+        made.append(Spy(real_load(path)))
         return made[-1]
 
-    monkeypatch.setattr(training.predict, "load_predictor", fake_load)
-    model = tmp_path / "model.onnx"
-    model.write_bytes(b"stand-in")
-    own = ev.evaluate(synth, str(model))
-    assert made[-1].batches == [16] * (N_FRAMES // 16) + ([N_FRAMES % 16] if N_FRAMES % 16 else [])
-    assert own["threshold"] == pytest.approx(0.02)
+    monkeypatch.setattr(training.predict, "load_predictor", load)
+    return made
+
+
+def test_model_method_batches_threshold_and_oracle(bundled_camera, monkeypatch):
+    made = spying(monkeypatch)
+    model, synth = str(BUNDLED), bundled_camera
+    own = ev.evaluate(synth, model)
+    assert made[-1].batches == [16, 16, 8]
+    assert own["threshold"] == pytest.approx(made[-1].real.threshold) and own["metrics"]["f"] > 0.5
     oracle = own["oracle"]
     assert "upper bound" in oracle["label"] and "ground truth" in oracle["label"]
     assert oracle["f"] >= own["metrics"]["f"] - 1e-9
@@ -231,18 +242,13 @@ def test_mog2_median_on_jitter_traffic(data_root):
     assert 0.3 < res["metrics"]["f"] < 0.8, res["metrics"]
 
 
-def test_frame_transform_reaches_the_model_only(synth, tmp_path, monkeypatch):
-    import training.predict
-
-    ls = open_labeled_set(synth)
-    bg = np.median(np.stack([ls.read_frame(i) for i in range(1, 31)]), axis=0)
-    monkeypatch.setattr(training.predict, "load_predictor", lambda path: BackgroundDiff(bg, threshold=0.1))
-    model = tmp_path / "model.onnx"
-    model.write_bytes(b"stand-in")
-    plain = ev.evaluate(synth, str(model))["metrics"]["f"]
-    same = ev.evaluate(synth, str(model), frame_transform=lambda f: f)["metrics"]["f"]
-    darker = ev.evaluate(synth, str(model), frame_transform=lambda f: (f * 0.6).astype(np.uint8))["metrics"]["f"]
-    assert same == plain and darker < plain - 0.2, (plain, darker)  # a plain difference does not survive an exposure change
+def test_frame_transform_reaches_the_model_only(bundled_camera, monkeypatch):
+    made = spying(monkeypatch)
+    model, synth = str(BUNDLED), bundled_camera
+    plain = ev.evaluate(synth, model)["metrics"]["f"]
+    same = ev.evaluate(synth, model, frame_transform=lambda f: f)["metrics"]["f"]
+    blank = ev.evaluate(synth, model, frame_transform=lambda f: np.zeros_like(f))["metrics"]["f"]
+    assert len(made) == 3 and same == plain > 0.5 and blank < 0.1, (plain, blank)  # the model saw the blank frames
     with pytest.raises(ValueError):
         ev.evaluate(synth, "mog2", frame_transform=lambda f: f)
 
