@@ -165,6 +165,21 @@ class DaemonConfig(_Strict):
         return self.model.resolved_path(), False
     status_line: bool = True  # a live line each second on stderr
 
+    @model_validator(mode="after")
+    def _retrain_has_what_it_needs(self) -> DaemonConfig:
+        """auto_first without recording never started (it counts recorded frames), and either without
+        model.dir ran the command with --models None: both silently."""
+        r = self.retrain
+        for name, on in (("auto_first", r.auto_first), ("nightly_at", r.nightly_at is not None)):
+            if not on:
+                continue
+            if self.model.dir is None:
+                raise ValueError(f"retrain.{name} needs model.dir: a retrain writes <dir>/<camera>/current.onnx, "
+                                 "which the daemon serves and reloads")
+            if not self.recording.enabled and (name == "auto_first" or "{recordings}" in r.command):
+                raise ValueError(f"retrain.{name} needs recording.enabled: true (the retrain trains on the camera's recordings)")
+        return self
+
     @field_validator("cameras")
     @classmethod
     def _unique_ids(cls, cams: list[CameraConfig]) -> list[CameraConfig]:

@@ -347,13 +347,17 @@ class Daemon:
                             "camera %s: %s exited with %d", cam_id, kind, proc.returncode)
 
     def _maybe_start_nightly(self) -> None:
-        """retrain.nightly_at: once a day at HH:MM (local time), retrain every camera that has a model."""
+        """retrain.nightly_at: once a day at HH:MM (local time), retrain every camera that serves its own
+        model from model.dir (what a retrain replaces); not one on MOG2, the bundled model or a model: path."""
         now = time.localtime()
         if not nightly_due(now, self.cfg.retrain.nightly_at, self._nightly_done):  # type: ignore[arg-type]
             return
         self._nightly_done = time.strftime("%Y-%m-%d", now)
         for cam_id in self.cameras:
             running = self.retrains.get(cam_id)
+            own = self.cfg.model.dir / cam_id / "current.onnx" if self.cfg.model.dir is not None else None
+            if own is None or self.model_paths.get(cam_id) != own or not own.is_file():
+                continue
             if cam_id in self.bootstrapping or (running is not None and running.poll() is None):
                 continue
             proc = self._spawn_retrain(cam_id, "nightly retrain")

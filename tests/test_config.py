@@ -191,3 +191,23 @@ def test_pace_without_a_rate_on_a_synthetic_camera_is_refused(tmp_path):
                    "{id: a, source: frames/, pace: true}"):  # a folder has a rate of its own (DEFAULT_FILE_FPS)
         path.write_text(f"cameras:\n  - {camera}\n")
         assert load_config(path, use_env=False).cameras[0].pace
+
+
+@pytest.mark.parametrize("retrain, rest, words", [
+    ("{auto_first: true}", "recording: {enabled: true}", "retrain.auto_first needs model.dir"),
+    ("{auto_first: true}", "model: {dir: models}", "retrain.auto_first needs recording.enabled"),
+    ("{nightly_at: '03:00'}", "recording: {enabled: true}", "retrain.nightly_at needs model.dir"),
+    ("{nightly_at: '03:00'}", "model: {dir: models}", "retrain.nightly_at needs recording.enabled"),
+])
+def test_a_retrain_the_daemon_could_never_run_is_refused(tmp_path, retrain, rest, words):
+    """auto_first without recording never started (it counts recorded frames) and either without model.dir
+    ran the command with '--models None': silently, until someone wondered where the models were."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"retrain: {retrain}\n{rest}\n")
+    with pytest.raises(UserError, match=words):
+        load_config(path, use_env=False)
+    path.write_text(f"retrain: {retrain}\nmodel: {{dir: models}}\nrecording: {{enabled: true}}\n")
+    load_config(path, use_env=False)
+    # a command of one's own that does not read the recordings needs none
+    path.write_text("retrain: {nightly_at: '03:00', command: 'mytrain {camera} {models}'}\nmodel: {dir: models}\n")
+    assert load_config(path, use_env=False).retrain.nightly_at == "03:00"
