@@ -29,7 +29,7 @@ from stream.argtypes import seconds
 from stream.capture import CameraThread, Frame, stop_all
 from stream.config import DaemonConfig, load_config
 from stream.errors import UserError
-from stream.engine import Engine
+from stream.engine import Engine, require_gpu_provider
 from stream.httpserver import Health, HttpServer, PreviewStore
 from stream.metrics import DaemonMetrics
 from stream.publisher import MaskPublisher
@@ -151,6 +151,8 @@ class Daemon:
         problem = self.cfg.model.dir_problem()
         if problem:  # bootstrapping cameras would wait for a model forever
             raise UserError(problem)
+        if self.cfg.model.require_gpu:
+            require_gpu_provider(self.cfg.model.providers)
         shared: dict[Path, EngineLike] = {}
         for cam in self.cfg.cameras:
             path, bootstraps = self.cfg.camera_model(cam)

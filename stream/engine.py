@@ -45,6 +45,16 @@ def choose_providers(requested: list[str] | None) -> tuple[list[str], str | None
     return asked, reason
 
 
+def require_gpu_provider(requested: list[str] | None) -> None:
+    """``require_gpu`` checked before any model is loaded: a daemon whose cameras all wait for their
+    first model (MOG2 meanwhile) started on a CPU-only onnxruntime and could never serve one."""
+    asked, reason = choose_providers(requested)
+    if not any(p in GPU_PROVIDERS for p in asked):
+        raise UserError("a GPU was required but onnxruntime offers no GPU provider here "
+                        f"({reason or 'available: ' + ', '.join(ort.get_available_providers())}); "
+                        "install onnxruntime-gpu with CUDA, or unset require_gpu")
+
+
 def _preload_gpu_libraries(asked: list[str]) -> None:
     """onnxruntime >= 1.21 can load the CUDA/cuDNN libraries installed with PyTorch or pip."""
     if any(p in GPU_PROVIDERS for p in asked) and hasattr(ort, "preload_dlls"):

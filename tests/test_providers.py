@@ -112,13 +112,17 @@ def test_require_gpu_refuses_to_start_on_a_cpu_fallback(tmp_path: Path) -> None:
     missing = unavailable_provider()
     no_gpu()
     line, _ = refused(tmp_path, {"providers": [missing], "require_gpu": True})
-    assert line == (f"sparsecam serve: error: a GPU was required but onnxruntime runs default.onnx on {CPU}: "
-                    f"{fallback_reason(missing)}; install onnxruntime-gpu with CUDA, or unset require_gpu")
+    assert line == (f"sparsecam serve: error: a GPU was required but onnxruntime offers no GPU provider here "
+                    f"({fallback_reason(missing)}); install onnxruntime-gpu with CUDA, or unset require_gpu")
 
 
 def test_require_gpu_with_the_default_providers_on_a_cpu_only_onnxruntime(tmp_path: Path) -> None:
     """No provider named: the best available is the CPU, which is no GPU either."""
     no_gpu()
     line, _ = refused(tmp_path, {"require_gpu": True})
-    assert line == (f"sparsecam serve: error: a GPU was required but onnxruntime runs default.onnx on {CPU}; "
-                    "install onnxruntime-gpu with CUDA, or unset require_gpu")
+    expected = (f"sparsecam serve: error: a GPU was required but onnxruntime offers no GPU provider here "
+                f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu with CUDA, or unset require_gpu")
+    assert line == expected
+    # cameras that all wait for their first model (MOG2 meanwhile) started on the CPU, and could never serve one
+    line, _ = refused(tmp_path, {"dir": str(tmp_path / "models"), "require_gpu": True})
+    assert line == expected
