@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -17,8 +18,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
     e = {k: v for k, v in os.environ.items() if not k.startswith("SPARSECAM_")}
     return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env={**e, **(env or {})})
 
@@ -211,3 +210,13 @@ def test_a_retrain_the_daemon_could_never_run_is_refused(tmp_path, retrain, rest
     # a command of one's own that does not read the recordings needs none
     path.write_text("retrain: {nightly_at: '03:00', command: 'mytrain {camera} {models}'}\nmodel: {dir: models}\n")
     assert load_config(path, use_env=False).retrain.nightly_at == "03:00"
+
+
+def test_check_config_no_env_ignores_the_overrides(tmp_path):
+    """A bad SPARSECAM_* value fails check-config (as it would fail serve); --no-env checks the file alone."""
+    path = tmp_path / "c.yaml"
+    path.write_text("publish: {encoding: png}\n")
+    env = {"SPARSECAM_PUBLISH__ENCODING": "jpeg"}
+    with_env, no_env = cli("check-config", str(path), env=env), cli("check-config", "--no-env", str(path), env=env)
+    assert with_env.returncode == 2 and "publish.encoding" in with_env.stderr and "SPARSECAM_PUBLISH__ENCODING" in with_env.stderr, with_env.stderr
+    assert no_env.returncode == 0 and "ok" in no_env.stdout, no_env.stderr

@@ -392,6 +392,31 @@ def test_saved_masks_are_never_overwritten_by_a_restarted_daemon(tmp_path: Path)
     assert cv2.imread(str(first), cv2.IMREAD_UNCHANGED).max() == 0 and cv2.imread(str(second), cv2.IMREAD_UNCHANGED).min() == 255
 
 
+def test_cli_status_prints_online_status_beside_the_masks() -> None:
+    """`subscribe --status` prints each camera's status messages too; they do not count toward --count."""
+    with publishing(("cam0",)) as pub:
+        stop_status = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop_status.is_set():
+                pub.publish_status("cam0", "online", model_version="m1")
+                time.sleep(0.05)
+
+        th = threading.Thread(target=heartbeat, daemon=True)
+        th.start()
+        try:
+            res = _run_cli("--endpoint", pub.endpoints[0], "--count", "20", "--status", "--timeout", "20")
+            plain = _run_cli("--endpoint", pub.endpoints[0], "--count", "20", "--timeout", "20")
+        finally:
+            stop_status.set()
+            th.join()
+    assert res.returncode == 0 and plain.returncode == 0, res.stderr + plain.stderr
+    lines = res.stdout.splitlines()
+    assert "cam0 status=online model_version=m1" in lines
+    assert sum(line.startswith("cam0 seq=") for line in lines) == 20  # status lines come on top of the 20 masks
+    assert not any("status=" in line for line in plain.stdout.splitlines())
+
+
 def test_cli_bad_endpoint_exits_2_and_silence_exits_1() -> None:
     for bad in ["foo://x", "tcp://no-such-host.invalid:5556", "tcp://127.0.0.1:notaport"]:
         res = _run_cli("--endpoint", bad, "--count", "1")
