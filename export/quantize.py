@@ -70,9 +70,11 @@ def _footage_frames(paths: Sequence[str], size: tuple[int, int], n: int) -> np.n
 def quantize_int8(model: onnx.ModelProto, frames: np.ndarray) -> tuple[onnx.ModelProto, str]:
     """Static QDQ int8 quantization of ``model`` calibrated on ``frames``; returns (model, note).
 
-    The model is first pre-processed (``quant_pre_process``: shape inference + ORT basic
-    optimizations); symbolic shape inference does not handle the dynamic resizes, so it falls
-    back to ONNX shape inference, and to the raw model if pre-processing fails altogether.
+    The model is first pre-processed (``quant_pre_process``: shape inference); symbolic shape inference
+    does not handle the dynamic resizes, so it falls back to ONNX shape inference, and to the raw model if
+    pre-processing fails altogether. Its ORT graph optimisation is skipped: it folded the background's
+    shifted and exposure-scaled copies into constants (a 2.5 MB file instead of 0.5 MB), which also ran
+    slower than fp32 on the CPU (bench/throughput.py figures in the README).
     """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -94,11 +96,11 @@ def quantize_int8(model: onnx.ModelProto, frames: np.ndarray) -> tuple[onnx.Mode
         onnx.save_model(model, str(src))
         note = "quant_pre_process"
         try:
-            quant_pre_process(str(src), str(pre))
+            quant_pre_process(str(src), str(pre), skip_optimization=True)
         except Exception as exc:  # symbolic shape inference fails on dynamic Resize sizes
             log.debug("quant_pre_process with symbolic shapes failed (%s); retrying without", exc)
             try:
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True, skip_optimization=True)
                 note = "quant_pre_process (no symbolic shape inference)"
             except Exception as exc2:
                 log.warning("quant_pre_process failed (%s); quantizing the model as exported", exc2)
