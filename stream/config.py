@@ -94,11 +94,13 @@ class ModelSection(_Strict):
 
 class RetrainSection(_Strict):
     """The daemon running `retrain.command` itself, at low priority: a new camera's first training
-    (bootstrap, ``auto_first``) and a daily retrain of every camera (``nightly_at``)."""
+    (bootstrap, ``auto_first``) and a daily retrain of every camera that serves its own
+    ``<model.dir>/<camera>/current.onnx`` (``nightly_at``). Both need model.dir; auto_first always needs
+    recording, nightly_at when the command trains on the recordings (the default does)."""
 
     auto_first: bool = False  # when a bootstrapping camera has recorded min_frames, run the command once
     min_frames: int = Field(300, ge=RETRAIN_MIN_FRAMES)  # what retrain needs at least (train + held-out frames)
-    nightly_at: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # "03:00": retrain every camera daily (local time)
+    nightly_at: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # "03:00": daily (local time), cameras with their own model in model.dir
     command: str = "sparsecam retrain --camera {camera} --models {models} --recordings {recordings} --threads 1"
 
 

@@ -4,7 +4,8 @@ The main thread takes the newest frame of each camera, runs the model (one batch
 cameras when ``model.batch_cameras`` is set and sizes agree), and publishes each mask on
 ``mask/<camera>/``. Beside it: Prometheus metrics, /healthz, /readyz and a live /preview on
 one HTTP server, hot model reload (file change or SIGHUP), and camera up/down tracking.
-SIGINT/SIGTERM stop capture, publish "offline" and exit 0.
+SIGINT/SIGTERM stop capture, publish "offline", stop (SIGTERM) any retrain this daemon started,
+and exit 0.
 """
 
 from __future__ import annotations
@@ -325,7 +326,7 @@ class Daemon:
         children = [(cam_id, proc) for cam_id, proc in [*self.first_training.items(), *self.retrains.items()]
                     if proc is not None and proc.poll() is None]
         for cam_id, proc in children:
-            log.info("camera %s: stopping the %s (pid %d): it saves a checkpoint, the next retrain resumes from it",
+            log.info("camera %s: stopping the %s (pid %d): it saves a checkpoint if it can within the shutdown deadline",
                      cam_id, "first training" if self.first_training.get(cam_id) is proc else "retrain", proc.pid)
             proc.terminate()
         return children

@@ -2,7 +2,7 @@
 
 The schema (stream/config.py) knows types and ranges; this knows the world: sources that are not
 there, an unknown URL scheme, a model or region image that is missing, key files, endpoint and
-bind address syntax. Nothing is opened, bound or started (a running daemon may hold the ports),
+bind address syntax, a GPU required of an onnxruntime without a GPU provider. Nothing is opened, bound or started (a running daemon may hold the ports),
 so a camera that is merely unplugged now is not reported.
 """
 
@@ -40,6 +40,10 @@ def problems(cfg: DaemonConfig) -> list[str]:
     problem = cfg.model.dir_problem()
     if problem:
         found.append(problem)
+    if cfg.model.require_gpu:
+        from stream.engine import require_gpu_provider
+
+        attempt(lambda: require_gpu_provider(cfg.model.providers))
     for ep in cfg.publish.endpoints:
         attempt(lambda ep=ep: validate_endpoint(ep, bind=True))
     if cfg.metrics.enabled:

@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 import yaml
 
 from stream.config import load_config
+from stream.engine import GPU_PROVIDERS
 from stream.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,6 +101,9 @@ def test_readme_example_config_validates():
     ({"cameras": [{"id": "a", "roi": "/nonexistent.png"}]}, "camera a: roi /nonexistent.png does not exist"),
     ({"security": {"curve": True, "server_secret_key": "/nonexistent", "allowed_clients_dir": "/nonexistent"}},
      "CurveZMQ key file /nonexistent does not exist"),
+    pytest.param({"model": {"require_gpu": True}}, "a GPU was required but onnxruntime offers no GPU provider",
+                 marks=pytest.mark.skipif(bool(set(ort.get_available_providers()) & set(GPU_PROVIDERS)),
+                                          reason="this onnxruntime has a GPU provider")),
 ])
 def test_check_config_reports_what_serve_would_refuse(tmp_path, config, words):
     """The schema accepted these, so check-config said 'ok' and serve then refused them."""

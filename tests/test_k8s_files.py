@@ -66,7 +66,9 @@ def test_camera_device_is_opened_by_a_privileged_container_and_a_rejected_retrai
     open(); a retrain that exits 1 (rejected) or 2 (bad footage) was re-run up to twice a night."""
     d = docs()
     ds = d["DaemonSet/sparsecam"]["spec"]["template"]["spec"]
-    assert ds["containers"][0]["securityContext"]["privileged"] is True
+    sc = ds["containers"][0]["securityContext"]
+    assert sc["privileged"] is True
+    assert sc.get("allowPrivilegeEscalation") is not False  # the API server refuses it beside privileged: true
     assert not any("hostPath" in v and v["hostPath"]["path"].startswith("/dev/") for v in ds["volumes"])
     job = d["CronJob/sparsecam-retrain-camera-node-1"]["spec"]["jobTemplate"]["spec"]
     assert job["template"]["spec"]["restartPolicy"] == "Never"

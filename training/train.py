@@ -226,7 +226,7 @@ class Trainer:
                 self._load(state)
             except (KeyError, TypeError, ValueError) as exc:  # a model.pt copied over it, a foreign .pt
                 raise UserError(f"{self.ckpt_path} is not a resumable training checkpoint ({type(exc).__name__}: {exc}); "
-                                "train into another --out, or without --resume to start over") from None
+                                f"train into another --out, or delete {self.ckpt_path.name} and model.pt there to start over") from None
 
     def _schedule(self, last_step: int) -> torch.optim.lr_scheduler.LRScheduler:
         """One-cycle learning rate over the Adam steps; a pure function of the step, so a
@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("footage", nargs="+", help="video files, image folders, CDnet folders, recordings, or 'synthetic[:frames=N,seed=S]'")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, plots, summary.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--size", type=size_wxh, help="model resolution WxH (default: 160 wide, the footage's aspect; the width rounds to a multiple of 2**depth)")
+    p.add_argument("--size", type=size_wxh, help="model resolution WxH (default: 160 wide, the footage's aspect; the width rounds to a multiple of 2**depth; a side under 2**depth is refused)")
     p.add_argument("--gray", action="store_true", help="train on gray frames instead of colour")
     p.add_argument("--frames", type=parse_range, dest="frame_range", help="use only frames A-B (1-based, inclusive)")
     p.add_argument("--max-frames", type=int, default=d.max_frames,
