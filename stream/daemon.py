@@ -336,9 +336,13 @@ class Daemon:
         """Reap the stopped retrain children within the shutdown deadline; say which did not finish."""
         for cam_id, proc in children:
             try:
-                proc.wait(timeout=max(0.05, deadline - time.monotonic()))
+                code = proc.wait(timeout=max(0.05, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("camera %s: retrain (pid %d) still saving its checkpoint at exit", cam_id, proc.pid)
+                continue
+            proc.reported = True  # type: ignore[attr-defined]
+            log.info("camera %s: retrain stopped (exit %d%s)", cam_id, code,
+                     ": checkpoint saved, the next retrain resumes" if code == 130 else "")
 
     def _report_exits(self) -> None:
         """Log each retrain child's exit once (which also reaps it), whatever the camera is doing now."""

@@ -155,3 +155,4 @@ def test_stopping_the_daemon_stops_its_retrain_so_that_it_saves_a_checkpoint(tmp
     assert "camera cam0: stopping the first training" in err, err[-3000:]
     assert marker.read_text() == "checkpoint saved", err[-3000:]
     assert "still saving" not in err
+    assert "camera cam0: retrain stopped (exit 130: checkpoint saved, the next retrain resumes)" in err, err[-3000:]
