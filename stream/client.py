@@ -334,7 +334,8 @@ def cli(argv: list[str]) -> int:
                 else:
                     print(
                         f"{msg.camera} seq={msg.seq} latency={msg.latency * 1000:.1f}ms "
-                        f"fg={msg.fg_ratio:.4f} size={msg.width}x{msg.height} {msg.encoding} {msg.payload_bytes}B",
+                        f"fg={msg.fg_ratio:.4f} size={msg.width}x{msg.height} {msg.encoding} {msg.payload_bytes}B "
+                        f"model={msg.model_version}",
                         flush=True,
                     )
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was received so far, then the usual exit 130

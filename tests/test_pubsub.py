@@ -350,6 +350,7 @@ def test_cli_prints_count_masks_and_exits_0(tmp_path: Path) -> None:
     assert len(lines) == 5
     seqs = [int(line.split()[1].removeprefix("seq=")) for line in lines]
     assert all(line.startswith("cam0 seq=") and "latency=" in line and "size=64x48" in line for line in lines)
+    assert all(line.endswith(" model=m1") for line in lines)  # which model made the mask (a swap shows)
     assert seqs == sorted(seqs)
     assert saved.returncode == 0, saved.stderr
     pngs = sorted((tmp_path / "out" / "cam10").glob("*.png"))
