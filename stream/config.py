@@ -267,9 +267,13 @@ def cli(argv: list[str]) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="sparsecam check-config", description=cli.__doc__)
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, nargs="?")
+    p.add_argument("--config", type=Path, help="the same FILE, spelt as `sparsecam serve` takes it")
     p.add_argument("--no-env", action="store_true", help="ignore SPARSECAM_* environment overrides")
     args = p.parse_args(argv)
+    if (args.file is None) == (args.config is None):
+        p.error("give the configuration file once: sparsecam check-config FILE (or --config FILE)")
+    args.file = args.file or args.config
     cfg = load_config(args.file, use_env=not args.no_env)
     from stream.sources import redact
     from stream.preflight import problems
@@ -279,6 +283,9 @@ def cli(argv: list[str]) -> int:
         raise UserError(f"{args.file}: valid, but `sparsecam serve` would refuse it:\n" + "\n".join(f"  {p}" for p in found))
 
     cams = ", ".join(f"{c.id} ({redact(c.source)})" for c in cfg.cameras)
+    retrain = [k for k, on in (("auto_first", cfg.retrain.auto_first), (f"nightly at {cfg.retrain.nightly_at}", cfg.retrain.nightly_at)) if on]
     print(f"{args.file}: ok — cameras: {cams}; publish: {', '.join(cfg.publish.endpoints)}; metrics: "
-          f"{cfg.metrics.bind if cfg.metrics.enabled else 'off'}; CurveZMQ: {'on' if cfg.security.curve else 'off'}")
+          f"{cfg.metrics.bind if cfg.metrics.enabled else 'off'}; CurveZMQ: {'on' if cfg.security.curve else 'off'}; "
+          f"models: {cfg.model.dir or cfg.model.path or 'bundled'}; recording: {cfg.recording.dir if cfg.recording.enabled else 'off'}; "
+          f"retrain: {', '.join(retrain) or 'off'}")
     return 0

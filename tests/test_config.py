@@ -59,6 +59,14 @@ def test_check_config_cli(tmp_path):
     assert res.returncode == 2 and "missing.yaml" in res.stderr
     res = cli("check-config", str(good), env={"SPARSECAM_PUBLISH__SNDHWM": "0"})
     assert res.returncode == 2 and "publish.sndhwm" in res.stderr and "SPARSECAM_PUBLISH__SNDHWM from the environment" in res.stderr
+    # spelt as serve takes it, and the summary says where models, recordings and retraining go
+    retrain = tmp_path / "retrain.yaml"
+    retrain.write_text("model: {dir: models}\nrecording: {enabled: true, dir: rec}\nretrain: {auto_first: true, nightly_at: '03:00'}\n")
+    res = cli("check-config", "--config", str(retrain))
+    assert res.returncode == 0 and "models: models; recording: rec; retrain: auto_first, nightly at 03:00" in res.stdout, res.stdout + res.stderr
+    res = cli("check-config", str(good), "--config", str(retrain))
+    assert res.returncode == 2 and "give the configuration file once" in res.stderr
+    assert "retrain: off" in cli("check-config", str(good)).stdout
 
 
 @pytest.mark.parametrize("case", ["binary", "png", "env-yaml"])
