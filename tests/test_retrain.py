@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -186,7 +187,7 @@ def test_kill_9_leaves_current_then_resumes_and_rejects(tmp_path: Path) -> None:
     # the next retrain resumes; a requirement no real model meets (a perfect F on pasted objects) rejects it: nothing changes
     r = run("retrain", *args, "--min-object-f", "1.0")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "(resuming)" in r.stdout and "resumed from step" in r.stdout
+    assert "(resuming)" in r.stdout and re.search(r"resumed from step \d+ \([\d.]+ s of it in this run\)", r.stdout), r.stdout
     assert "NOT promoted" in r.stderr and "pasted-object F" in r.stderr
     assert "footage spans only 29.0 s" in r.stderr and "spanning 29.0 s" in r.stdout  # the hint for short footage
     rep = json.loads((cam / "work" / "report.json").read_text())

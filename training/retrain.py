@@ -279,7 +279,8 @@ def _attempt(opts: RetrainOptions, cam_dir: Path, work: Path, snap: dict[str, An
     if summary is None:
         print(f"retrain {opts.camera}: interrupted; checkpoint saved in {work / 'run'}; run retrain again to resume")
         return 130, {"camera": opts.camera, "status": "interrupted", **facts}
-    resumed = f", resumed from step {facts['resumed_from_step']}" if facts["resumed"] else ""
+    resumed = (f", resumed from step {facts['resumed_from_step']} ({facts['trained_now_s']:.1f} s of it in this run)"
+               if facts["resumed"] else "")
     init = f", initialised from {facts['initialised_from']}" if facts.get("initialised_from") else ""
     print(f"trained {summary['steps']} steps in {summary['train_seconds']:.1f} s on {summary['device']}{resumed}{init}", flush=True)
 
