@@ -164,6 +164,19 @@ def test_cli_writes_folder_and_refuses_non_empty(tmp_path: Path) -> None:
         cli(["--out", str(tmp_path / "other"), "--size", "big"])
 
 
+def test_cli_scene_options_reach_the_scene(tmp_path: Path) -> None:
+    """--objects, --noise and --start write the scene SceneConfig describes, frame for frame."""
+    out = tmp_path / "opts"
+    assert cli(["--out", str(out), "--frames", "2", "--size", "64x48", "--seed", "4", "--objects", "2", "--noise", "0",
+                "--start", "50"]) == 0
+    cfg = SceneConfig(width=64, height=48, seed=4, n_objects=2, noise_std=0.0)
+    img, gt = SyntheticScene(cfg).frame(51)  # input/000002.png is frame(start + 1)
+    assert np.array_equal(cv2.imread(str(out / "input" / "000002.png")), img)
+    assert np.array_equal(cv2.imread(str(out / "groundtruth" / "000002.png"), cv2.IMREAD_UNCHANGED), gt)
+    other = SyntheticScene(SceneConfig(width=64, height=48, seed=4)).frame(51)[0]  # the defaults: 6 objects, noise 3
+    assert not np.array_equal(img, other)
+
+
 def test_cli_subprocess(tmp_path: Path) -> None:
     out = tmp_path / "s"
     (out).mkdir()
