@@ -204,6 +204,17 @@ def test_cli_corrupt_checkpoint(tmp_path: Path) -> None:
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]
 
 
+def test_cli_opset_is_written_and_checked(run_dir: Path, tmp_path: Path) -> None:
+    """--opset above the native 18 is converted and still passes the parity check; below it is refused, nothing written."""
+    out = tmp_path / "m19.onnx"
+    res = _run_cli(str(run_dir / "model.pt"), "--out", str(out), "--opset", "19")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert {o.domain: o.version for o in onnx.load_model(str(out)).opset_import}[""] == 19
+    low = _run_cli(str(run_dir / "model.pt"), "--out", str(tmp_path / "m17.onnx"), "--opset", "17")
+    assert low.returncode == 2 and "opset 17 is not supported" in low.stderr and "Traceback" not in low.stderr
+    assert not (tmp_path / "m17.onnx").exists()
+
+
 def test_cli_unfinished_checkpoint(run_dir: Path, tmp_path: Path) -> None:
     state = load_checkpoint(run_dir / "model.pt")
     state.pop("format")
