@@ -199,6 +199,34 @@ def test_kill_9_leaves_current_then_resumes_and_rejects(tmp_path: Path) -> None:
     assert not (cam / "checkpoints").exists()
 
 
+def test_interrupted_after_training_says_the_model_is_kept_and_the_next_run_only_exports(tmp_path: Path) -> None:
+    """SIGINT during the export said only 'sparsecam retrain: interrupted'; the trained model was kept but nobody was told."""
+    rec, models = record(tmp_path / "rec", 30), tmp_path / "models"
+    args = ["--camera", "cam0", "--models", str(models), "--recordings", str(rec), *TINY]
+    proc = subprocess.Popen(command("retrain") + args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # the export starts right after this line
+            lines.append(line)
+            if line.startswith("trained "):
+                os.kill(proc.pid, signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    out = "".join(lines) + out
+    assert proc.returncode == 130, out + err
+    assert "interrupted after training; the trained model is kept" in out and "Traceback" not in err, out + err
+    assert not (models / "cam0" / "current.onnx").exists()
+    again = run("retrain", *args)  # no training now: export, validation and the first model
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert re.search(r"resumed from step 40 \(0\.0 s of it in this run\)", again.stdout), again.stdout
+    assert (models / "cam0" / "current.onnx").is_file()
+
+
 def test_a_bad_train_option_is_refused_and_never_saved(tmp_path: Path) -> None:
     """'--train-option width=abc' or 'lr=nan' is one line, exit 2, before anything is written; a snapshot
     saved with settings that cannot train (an older version let them through) no longer blocks the camera."""
