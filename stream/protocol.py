@@ -452,6 +452,13 @@ def _decode(parts: Sequence[Part], t_receive: float) -> MaskMessage | StatusMess
 # --------------------------------------------------------------------------- endpoints
 
 
+def ipc_file(endpoint: str) -> str | None:
+    """The socket file of an ``ipc://`` endpoint; None for other transports and for ``ipc://@name``
+    (Linux's abstract namespace: no file)."""
+    path = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else ""
+    return path if path and not path.startswith("@") else None
+
+
 def validate_endpoint(endpoint: str, *, bind: bool = False) -> str:
     """Check a ZeroMQ endpoint up front; raise UserError naming it when it cannot work.
 
@@ -467,14 +474,15 @@ def validate_endpoint(endpoint: str, *, bind: bool = False) -> str:
     if not rest:
         raise UserError(f"endpoint {endpoint!r} has an empty address: {hint}")
     if scheme == "ipc":
-        if bind and rest != "@" and not rest.startswith("@"):
+        path = ipc_file(endpoint)
+        if bind and path is not None:
             import os
 
-            parent = os.path.dirname(rest) or "."
+            parent = os.path.dirname(path) or "."
             if not os.path.isdir(parent):
                 raise UserError(f"endpoint {endpoint!r}: folder {parent} does not exist (create it first)")
-            if os.path.lexists(rest) and not stat.S_ISSOCK(os.lstat(rest).st_mode):  # binding unlinks the path
-                raise UserError(f"endpoint {endpoint!r}: {rest} exists and is not a socket; binding would delete it, "
+            if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):  # binding unlinks the path
+                raise UserError(f"endpoint {endpoint!r}: {path} exists and is not a socket; binding would delete it, "
                                 "so pick a path of its own (e.g. /run/sparsecam/masks.sock)")
         return endpoint
     if scheme == "inproc":

@@ -32,7 +32,7 @@ import numpy as np
 import zmq
 
 from stream.errors import UserError
-from stream.protocol import DEFAULT_ENCODING, ENCODINGS, encode_mask, encode_status, validate_endpoint
+from stream.protocol import DEFAULT_ENCODING, ENCODINGS, encode_mask, encode_status, ipc_file, validate_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +48,10 @@ class PublisherStats:
     status_sent: int = 0
 
 
-def _ipc_file(endpoint: str) -> str | None:
-    """The socket file of an ``ipc://`` endpoint; None for other transports and for ``ipc://@name``
-    (Linux's abstract namespace: no file)."""
-    path = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else ""
-    return path if path and not path.startswith("@") else None
-
-
 def _refuse_served_ipc(endpoint: str) -> None:
     """libzmq binds an ipc:// path by unlinking whatever is there: a second daemon on the same path took
     it over silently, leaving the first one serving nobody. A socket file that accepts a connection is in use."""
-    path = _ipc_file(endpoint)
+    path = ipc_file(endpoint)
     if path is None or not os.path.exists(path):
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
@@ -240,7 +233,7 @@ class MaskPublisher:
 
         Connecting needs write permission on the socket: under systemd's UMask=0027 it was 0750, so no
         subscriber but the daemon's own user could connect. Group-readable now means group-connectable."""
-        path = _ipc_file(endpoint)
+        path = ipc_file(endpoint)
         if path is not None:
             try:
                 st = os.stat(path)
