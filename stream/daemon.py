@@ -315,26 +315,29 @@ class Daemon:
         except OSError as exc:
             log.error("camera %s: cannot start %r (%s)", cam_id, cmd, exc)
             return None
-        proc.what = why  # type: ignore[attr-defined]  # for the exit report (_report_exits)
         return proc
 
-    def _stop_retrains(self) -> list[tuple[str, subprocess.Popen]]:
+    def _children(self) -> list[tuple[str, str, subprocess.Popen]]:
+        """(kind, camera, process) of every retrain child started, first trainings first."""
+        return [(kind, cam_id, proc) for kind, procs in (("first training", self.first_training), ("retrain", self.retrains))
+                for cam_id, proc in procs.items() if proc is not None]
+
+    def _stop_retrains(self) -> list[tuple[str, str, subprocess.Popen]]:
         """SIGTERM every running retrain child: it saves a checkpoint and the next retrain resumes.
 
         Left running, it died anyway, without a checkpoint: systemd (KillMode=mixed) SIGKILLs what is
         left of the unit once the daemon exits, and so does a container runtime."""
-        children = [(cam_id, proc) for cam_id, proc in [*self.first_training.items(), *self.retrains.items()]
-                    if proc is not None and proc.poll() is None]
-        for cam_id, proc in children:
+        running = [(kind, cam_id, proc) for kind, cam_id, proc in self._children() if proc.poll() is None]
+        for kind, cam_id, proc in running:
             log.info("camera %s: stopping the %s (pid %d): it saves a checkpoint if it can within the shutdown deadline",
-                     cam_id, "first training" if self.first_training.get(cam_id) is proc else "retrain", proc.pid)
+                     cam_id, kind, proc.pid)
             proc.terminate()
-        return children
+        return running
 
     @staticmethod
-    def _wait_retrains(children: list[tuple[str, subprocess.Popen]], deadline: float) -> None:
-        """Reap the stopped retrain children within the shutdown deadline; say which did not finish."""
-        for cam_id, proc in children:
+    def _wait_retrains(stopped: list[tuple[str, str, subprocess.Popen]], deadline: float) -> None:
+        """Reap the stopped retrain children within the shutdown deadline; say how each ended."""
+        for _, cam_id, proc in stopped:
             try:
                 code = proc.wait(timeout=max(0.05, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -346,12 +349,11 @@ class Daemon:
 
     def _report_exits(self) -> None:
         """Log each retrain child's exit once (which also reaps it), whatever the camera is doing now."""
-        for kind, procs in (("first training", self.first_training), ("retrain", self.retrains)):
-            for cam_id, proc in procs.items():
-                if proc is not None and not getattr(proc, "reported", False) and proc.poll() is not None:
-                    proc.reported = True  # type: ignore[attr-defined]
-                    log.log(logging.INFO if proc.returncode == 0 else logging.ERROR,
-                            "camera %s: %s exited with %d", cam_id, kind, proc.returncode)
+        for kind, cam_id, proc in self._children():
+            if not getattr(proc, "reported", False) and proc.poll() is not None:
+                proc.reported = True  # type: ignore[attr-defined]
+                log.log(logging.INFO if proc.returncode == 0 else logging.ERROR,
+                        "camera %s: %s exited with %d", cam_id, kind, proc.returncode)
 
     def _maybe_start_nightly(self) -> None:
         """retrain.nightly_at: once a day at HH:MM (local time), retrain every camera that serves its own
