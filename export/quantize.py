@@ -73,8 +73,8 @@ def quantize_int8(model: onnx.ModelProto, frames: np.ndarray) -> tuple[onnx.Mode
     The model is first pre-processed (``quant_pre_process``: shape inference); symbolic shape inference
     does not handle the dynamic resizes, so it falls back to ONNX shape inference, and to the raw model if
     pre-processing fails altogether. Its ORT graph optimisation is skipped: it folded the background's
-    shifted and exposure-scaled copies into constants (a 2.5 MB file instead of 0.5 MB), which also ran
-    slower than fp32 on the CPU (bench/throughput.py figures in the README).
+    shifted and exposure-scaled copies into constants (a 2.5 MB file instead of 0.5 MB; its CPU speed was
+    within this machine's run-to-run spread either way: bench/throughput.py figures in the README).
     """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)

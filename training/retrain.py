@@ -280,14 +280,14 @@ def _attempt(opts: RetrainOptions, cam_dir: Path, work: Path, snap: dict[str, An
     init = f", initialised from {facts['initialised_from']}" if facts.get("initialised_from") else ""
     print(f"trained {summary['steps']} steps in {summary['train_seconds']:.1f} s on {summary['device']}{resumed}{init}", flush=True)
     try:
-        return _finish(opts, cam_dir, work, snap, summary, facts, t_start)
+        return _finish(opts, cam_dir, work, snap, span, summary, facts, t_start)
     except KeyboardInterrupt:  # SIGINT/SIGTERM during export or validation: the trained model is kept
         print(f"retrain {opts.camera}: interrupted after training; the trained model is kept in {work / 'run'}; "
               "run retrain again to export and validate it", flush=True)
         return 130, {"camera": opts.camera, "status": "interrupted", **facts}
 
 
-def _finish(opts: RetrainOptions, cam_dir: Path, work: Path, snap: dict[str, Any], summary: dict[str, Any],
+def _finish(opts: RetrainOptions, cam_dir: Path, work: Path, snap: dict[str, Any], span: float, summary: dict[str, Any],
             facts: dict[str, Any], t_start: float) -> tuple[int, dict[str, Any]]:
     """Export the trained model, validate it on the held-out frames and promote it if it passes."""
     from export.onnx_export import export_model
@@ -295,7 +295,6 @@ def _finish(opts: RetrainOptions, cam_dir: Path, work: Path, snap: dict[str, Any
     from training.validate import Requirements, format_validation, validate
 
     n_train, n_hold = len(snap["train"]), len(snap["holdout"])
-    span = footage_span(snap)
     candidate = work / "candidate.onnx"
     if not candidate.is_file():  # a complete file only (export writes atomically)
         export_model(work / "run" / "model.pt", candidate, precision="fp32")
