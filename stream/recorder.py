@@ -41,10 +41,13 @@ def read_manifest(path: Path, strict: bool = True) -> list[dict[str, Any]]:
 
     An entry needs a plain file name ``file`` (no folder, not hidden) and a number ``t``. A
     line that is not one is a UserError naming it when ``strict`` (training on footage the
-    user pointed at), else skipped with a warning (the nightly retrain must go on).
+    user pointed at), else skipped with a warning (the nightly retrain must go on). A last line
+    without its newline that does not parse is skipped either way: it is being written, or a crash
+    cut it.
     """
     try:
-        lines = Path(path).read_text().splitlines()
+        text = Path(path).read_text()
+        lines = text.splitlines()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
     entries: list[dict[str, Any]] = []
@@ -58,6 +61,9 @@ def read_manifest(path: Path, strict: bool = True) -> list[dict[str, Any]]:
                     or isinstance(t, bool) or not isinstance(t, (int, float))):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
+            if lineno == len(lines) and not text.endswith("\n"):
+                log.warning("%s: its last line is half-written (being recorded, or cut by a crash); skipped", path)
+                continue
             if strict:
                 raise UserError(f'{path} line {lineno} is not a recording entry (a JSON object with a plain file '
                                 f'name "file" and a number "t"); fix or delete that line') from None
@@ -65,6 +71,15 @@ def read_manifest(path: Path, strict: bool = True) -> list[dict[str, Any]]:
             continue
         entries.append({**rec, "t": float(t)})
     return entries
+
+
+def _listed_file(line: str) -> str | None:
+    """The file a manifest line names; None for a line that is not an entry (the compaction drops it)."""
+    try:
+        name = json.loads(line).get("file")
+    except (ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 MB = 10**6  # the unit of recording.quota_mb, and of the sizes `sparsecam record` prints
@@ -122,11 +137,12 @@ class CameraRecorder:
             self._burst_left = p.burst_frames
         if fg_ratio is not None:
             self._last_fg = fg_ratio
-        if self._burst_left and t - self._last_burst >= p.burst_interval:
+        # A clock stepped back (NTP) makes t - last negative: due now, not an hour later.
+        if self._burst_left and not 0 <= t - self._last_burst < p.burst_interval:
             self._burst_left -= 1
             self._last_burst = t
             reason = "burst"
-        elif t - self._last_periodic >= p.every:
+        elif not 0 <= t - self._last_periodic < p.every:
             self._last_periodic = t
             reason = "periodic"
         if reason is None:
@@ -147,6 +163,7 @@ class CameraRecorder:
         except OSError as exc:
             self._error(exc)
             return
+        self._repair_manifest()
         for p in files:
             size = p.stat().st_size
             self._files.append((p.name, size))
@@ -157,6 +174,39 @@ class CameraRecorder:
                 self._seq = int(files[-1].stem) + 1
             except ValueError:
                 self._seq = len(files)
+
+    def _repair_manifest(self) -> None:
+        """Cut a last line a crash left half-written (no newline), so the next entry starts a line."""
+        path = self.dir / MANIFEST
+        try:
+            with open(path, "rb+") as fh:
+                data = fh.read()
+                if data and not data.endswith(b"\n"):
+                    fh.truncate(data.rfind(b"\n") + 1)
+                    log.warning("camera %s: %s ended in a half-written line (a crash while recording); removed it",
+                                self.camera, path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._error(exc)
+
+    def _append_manifest(self, entry: dict[str, Any]) -> None:
+        """Append one line whole or not at all: a failed write (disk full) is cut back off."""
+        data = (json.dumps(entry) + "\n").encode()
+        fd = os.open(self.dir / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(fd)
 
     def _error(self, exc: OSError) -> None:
         self.errors += 1
@@ -171,22 +221,22 @@ class CameraRecorder:
             return
         name = f"{self._seq:09d}.jpg"
         tmp = self.dir / f".{name}.tmp"
+        entry = {"file": name, "t": t, "camera": self.camera, "width": int(frame.shape[1]), "height": int(frame.shape[0]), "reason": reason}
+        if fg is not None:
+            entry["fg_ratio"] = round(float(fg), 5)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
                 fh.write(buf.tobytes())
             os.replace(tmp, self.dir / name)
-            entry = {"file": name, "t": t, "camera": self.camera, "width": int(frame.shape[1]), "height": int(frame.shape[0]), "reason": reason}
-            if fg is not None:
-                entry["fg_ratio"] = round(float(fg), 5)
-            with open(self.dir / MANIFEST, "a") as fh:
-                fh.write(json.dumps(entry) + "\n")
+            self._append_manifest(entry)
         except OSError as exc:
             self._error(exc)
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+            for leftover in (tmp, self.dir / name):  # a frame the manifest does not list is not kept
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:
+                    pass
             return
         self.last_error = None
         self._seq += 1
@@ -215,7 +265,7 @@ class CameraRecorder:
         path = self.dir / MANIFEST
         try:
             lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-            keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("file") not in removed]
+            keep = [ln for ln in lines if _listed_file(ln) not in removed | {None}]  # and lines that are no entry
             tmp = path.with_name(MANIFEST + ".tmp")
             tmp.write_text("".join(keep))
             os.replace(tmp, path)

@@ -70,8 +70,72 @@ def test_one_manifest_parser_strict_for_training_lenient_for_retrain(tmp_path):
     loose = read_manifest(tmp_path / MANIFEST, strict=False)
     assert [(e["file"], e["t"]) for e in loose] == [("b.png", 2.0), ("a.png", 1.5), ("gone.png", 3.0)]
     assert loose[1]["camera"] == "c"
-    # retraining: bad lines and missing files skipped, oldest first
-    assert [e["file"] for e in recorded_frames(tmp_path)] == ["a.png", "b.png"]
+    # retraining: bad lines and missing files skipped, in the order recorded (not by t: NTP steps clocks back)
+    assert [e["file"] for e in recorded_frames(tmp_path)] == ["b.png", "a.png"]
+
+
+def test_half_written_last_line_is_skipped_even_when_strict(tmp_path):
+    (tmp_path / MANIFEST).write_text('{"file": "a.png", "t": 1}\n{"file": "b.png", "t": 2}\n{"file": "c.p')
+    assert [e["file"] for e in read_manifest(tmp_path / MANIFEST)] == ["a.png", "b.png"]
+    (tmp_path / MANIFEST).write_text('{"file": "a.png", "t": 1}\n{"file": "b.png", "t": 2}')  # whole, no newline: kept
+    assert [e["file"] for e in read_manifest(tmp_path / MANIFEST)] == ["a.png", "b.png"]
+    (tmp_path / MANIFEST).write_text('{"file": "a.png", "t": 1}\n{"file": "c.p\n{"file": "b.png", "t": 2}\n')
+    with pytest.raises(UserError, match="line 2 "):  # one in the middle is still an error
+        read_manifest(tmp_path / MANIFEST)
+
+
+def test_a_clock_stepped_back_does_not_pause_recording(tmp_path):
+    """Scheduled on t only, a 1 h step back (NTP) kept nothing for an hour."""
+    rec = CameraRecorder(tmp_path, "cam0", RecordPolicy(every=10, burst_on_change=0))
+    kept = [t for t in (1000.0, 1005.0, 1010.0, -2600.0, -2595.0, -2590.0) if rec.offer(frame(0), t)]
+    rec.close()
+    assert kept == [1000.0, 1010.0, -2600.0, -2590.0]
+
+
+def _recorder_after_crash(tmp_path, quota_frames: float) -> tuple[CameraRecorder, Path]:
+    one = len(__import__("cv2").imencode(".jpg", frame(0), [1, 92])[1])
+    policy = RecordPolicy(every=1, quota_bytes=int(one * quota_frames))
+    rec = CameraRecorder(tmp_path, "cam0", policy)
+    for i in range(3):
+        rec.offer(frame(i), 1000.0 + i)
+    rec.close()
+    man = tmp_path / "cam0" / MANIFEST
+    man.write_text(man.read_text() + '{"file": "000000003.jpg", "t": 10')  # killed in the middle of an append
+    return CameraRecorder(tmp_path, "cam0", policy), man
+
+
+def test_a_line_cut_by_a_crash_is_removed_and_compaction_goes_on(tmp_path, caplog):
+    rec, man = _recorder_after_crash(tmp_path, quota_frames=4.5)
+    for i in range(8):
+        rec.offer(frame(10 + i), 2000.0 + i)
+        time.sleep(0.03)
+    rec.close()
+    assert "half-written" in caplog.text and "could not compact" not in caplog.text
+    files = sorted(p.name for p in (tmp_path / "cam0").glob("*.jpg"))
+    listed = [e["file"] for e in read_manifest(man)]  # strict, as `sparsecam train` reads it
+    assert listed == files and len(files) == 4 and rec.deleted == 7
+
+
+def test_a_manifest_line_that_cannot_be_written_whole_is_cut_back(tmp_path, monkeypatch):
+    """Disk full in the middle of an append left half a line, glued to the next entry."""
+    import os
+
+    import stream.recorder as recorder
+
+    rec = CameraRecorder(tmp_path, "cam0", RecordPolicy(every=1))
+    rec.offer(frame(0), 1000.0)
+    time.sleep(0.3)
+    real_write = os.write
+    monkeypatch.setattr(recorder.os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))  # a short write
+    rec.offer(frame(1), 1001.0)
+    time.sleep(0.3)
+    monkeypatch.setattr(recorder.os, "write", real_write)
+    rec.offer(frame(2), 1002.0)
+    rec.close()
+    assert rec.errors == 1 and rec.written == 2
+    entries = read_manifest(tmp_path / "cam0" / MANIFEST)  # strict: every line whole
+    assert [e["t"] for e in entries] == [1000.0, 1002.0]
+    assert sorted(p.name for p in (tmp_path / "cam0").glob("*.jpg")) == [e["file"] for e in entries]  # the unlisted frame is gone
 
 
 def test_quota_deletes_oldest_first(tmp_path):

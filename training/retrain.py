@@ -75,14 +75,13 @@ class RetrainOptions:
 
 # --------------------------------------------------------------------------- footage
 def recorded_frames(rec_dir: Path) -> list[dict[str, Any]]:
-    """Manifest entries of ``rec_dir`` whose files exist, oldest first (by ``t``)."""
+    """Manifest entries of ``rec_dir`` whose files exist, oldest first: in the manifest's order, the order
+    they were recorded in (``t`` is the wall clock, which NTP may step back)."""
     manifest = rec_dir / MANIFEST
     if not manifest.is_file():
         raise UserError(f"no recordings in {rec_dir} (no {MANIFEST}); enable recording in the daemon's config "
                         "(recording.enabled: true) or run `sparsecam record`, and check --recordings")
-    entries = [rec for rec in read_manifest(manifest, strict=False) if (rec_dir / rec["file"]).is_file()]
-    entries.sort(key=lambda e: e["t"])
-    return entries
+    return [rec for rec in read_manifest(manifest, strict=False) if (rec_dir / rec["file"]).is_file()]
 
 
 def footage_span(snap: dict[str, Any]) -> float:
