@@ -90,7 +90,7 @@ class Daemon:
         for cam_id, eng in self.engines.items():
             self.metrics.set_model(cam_id, eng.model_version, eng.provider)
         self.health = Health(stale_after=5.0)
-        self.serving_since = time.time()  # reset when serving starts (run)
+        self.serving_since = time.monotonic()  # reset when serving starts (run)
         self.health.set_model_loaded(True)
         for cam in cfg.cameras:
             self.health.add_camera(cam.id, timeout_s=cam.timeout)
@@ -230,7 +230,7 @@ class Daemon:
                     break
             for cam in self.cameras.values():
                 cam.start()
-            self.serving_since = time.time()  # a camera's timeout counts from here until its first frame
+            self.serving_since = time.monotonic()  # a camera's timeout counts from here until its first frame
             for reloader in self.reloaders:
                 reloader.start()
             self._online()
@@ -263,18 +263,19 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         """Counters from the capture threads, camera up/down transitions, heartbeats."""
-        now = time.time()
         for cam_id, cam in self.cameras.items():
             self.metrics.sync_camera(cam)
             st = self.stats[cam_id]
-            last = self.health.last_frame(cam_id) or self.serving_since  # one record of the last frame: Health's
-            up = (cam.running or cam.queue_depth > 0) and now - last <= self.timeouts[cam_id]  # an ended file's last frames still count
+            age = self.health.frame_age(cam_id)  # one record of the last frame: Health's (monotonic)
+            if age is None:
+                age = time.monotonic() - self.serving_since
+            up = (cam.running or cam.queue_depth > 0) and age <= self.timeouts[cam_id]  # an ended file's last frames still count
             ended = not up and self._ended(cam)
             if ended:
                 self.health.camera_ended(cam_id)  # /readyz: expected, not a fault
             if up != st.up:
                 st.up = up
-                reason = "frames again" if up else "the source has ended" if ended else "no frame for %.0f s" % (now - last)
+                reason = "frames again" if up else "the source has ended" if ended else "no frame for %.0f s" % age
                 if not up and not ended and cam.last_error:
                     reason += f": {cam.last_error}"  # already redacted
                 if ended:  # a file or folder played to its end: expected, not a fault
@@ -452,7 +453,7 @@ class Daemon:
                 st = self.stats[frame.camera]
                 st.e2e.append(e2e)
                 st.infer.append((t2 - t1) * share)
-                st.stamps.append(now)
+                st.stamps.append(time.monotonic())
                 st.fg_ratio = fg
         return True
 
@@ -463,7 +464,7 @@ class Daemon:
 
     def status_line(self) -> str:
         parts = []
-        now = time.time()
+        now = time.monotonic()
         for cam_id, st in self.stats.items():
             fps = sum(1 for t in st.stamps if now - t <= 2.0) / 2.0
             e2e = np.array(st.e2e) * 1000 if st.e2e else np.zeros(1)

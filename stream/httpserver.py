@@ -53,7 +53,9 @@ class Health:
     ``alive()``: ``beat()`` was called within ``stale_after`` s (monotonic clock).
     ``ready()``: alive, model loaded, sockets bound, and every camera added with
     ``add_camera`` had a frame (``camera_frame(camera, t)``, ``t`` in Unix seconds as
-    ``Frame.t_capture``) within its timeout.
+    ``Frame.t_capture``) within its timeout. Ages are kept on the monotonic clock (the frame's
+    age when it arrived, then monotonic time since), so a wall clock stepped by NTP neither
+    hides a dead camera nor reports a live one down.
     """
 
     def __init__(self, stale_after: float = 5.0, default_camera_timeout: float = 5.0) -> None:
@@ -64,7 +66,7 @@ class Health:
         self._model_loaded = False
         self._sockets_bound = False
         self._cameras: dict[str, float] = {}  # camera -> timeout s
-        self._last_frame: dict[str, float] = {}  # camera -> Unix time
+        self._last_frame: dict[str, float] = {}  # camera -> its newest capture, on the monotonic clock
         self._ended: set[str] = set()  # cameras whose file or folder played to its end
 
     def beat(self) -> None:
@@ -84,11 +86,12 @@ class Health:
 
     def camera_frame(self, camera: str, t: float | None = None) -> None:
         """``camera`` delivered a frame captured at Unix time ``t`` (default: now)."""
-        t = time.time() if t is None else float(t)
+        age = 0.0 if t is None else max(0.0, time.time() - float(t))
+        captured = time.monotonic() - age
         with self._lock:
             self._cameras.setdefault(camera, self.default_camera_timeout)
-            if t > self._last_frame.get(camera, -1.0):
-                self._last_frame[camera] = t
+            if captured > self._last_frame.get(camera, -float("inf")):
+                self._last_frame[camera] = captured
 
     def camera_ended(self, camera: str) -> None:
         """``camera``'s file or folder played to its end: no longer expected to deliver frames."""
@@ -99,10 +102,11 @@ class Health:
         with self._lock:
             return sorted(self._ended)
 
-    def last_frame(self, camera: str) -> float | None:
-        """Unix capture time of ``camera``'s newest frame, or None before its first."""
+    def frame_age(self, camera: str) -> float | None:
+        """Seconds since the capture of ``camera``'s newest frame, or None before its first."""
         with self._lock:
-            return self._last_frame.get(camera)
+            last = self._last_frame.get(camera)
+        return None if last is None else time.monotonic() - last
 
     def beat_age(self) -> float | None:
         last = self._last_beat
@@ -120,7 +124,7 @@ class Health:
             problems.append("main loop has not started")
         elif age > self.stale_after:
             problems.append(f"main loop stalled: no iteration for {age:.1f} s")
-        now = time.time()
+        now = time.monotonic()
         with self._lock:
             if not self._model_loaded:
                 problems.append("model not loaded")

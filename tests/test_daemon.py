@@ -244,3 +244,54 @@ def test_a_daemon_that_cannot_bind_leaves_no_recorder_running(tmp_path):
         taken.close(linger=0)
     time.sleep(0.2)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("record-")]
+
+
+@pytest.mark.parametrize("step_s", [-3600.0, 3600.0])
+def test_a_wall_clock_step_neither_hides_a_dead_camera_nor_reports_a_live_one_down(monkeypatch, step_s):
+    """Freshness was wall-clock time: after NTP stepped the clock back an hour a camera that died stayed
+    'online' (and /readyz 200) for that hour; a step forward sent a false offline/online pair."""
+    import threading
+
+    import numpy as np
+
+    import stream.daemon
+    from stream.client import MaskSubscriber
+    from stream.config import DaemonConfig
+    from stream.sources import Source
+
+    offset = [0.0]
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + offset[0])
+
+    class DyingCamera(Source):
+        live, fps, name, alive = True, 20.0, "dying", True
+
+        def read(self):
+            time.sleep(0.05)
+            return np.full((120, 160, 3), 90, np.uint8) if DyingCamera.alive else None
+
+    monkeypatch.setattr(stream.daemon, "make_source", lambda *a, **k: DyingCamera())
+    cfg = DaemonConfig.model_validate({"cameras": [{"id": "cam1", "timeout": 2}], "status_line": False,
+                                       "publish": {"endpoints": ["tcp://127.0.0.1:*"]}, "metrics": {"enabled": False}})
+    d = stream.daemon.Daemon(cfg)
+    runner = threading.Thread(target=d.run, daemon=True)
+    runner.start()
+    try:
+        with MaskSubscriber(d.publisher.endpoints, cameras=["cam1"], include_status=True, max_age=None) as sub:
+            def statuses(seconds: float) -> list[str]:
+                seen, t_end = [], real_time() + seconds
+                while real_time() < t_end:
+                    msg = sub.recv(timeout=0.2)
+                    if msg is not None and not hasattr(msg, "mask"):
+                        seen.append(msg.state)
+                return seen
+
+            statuses(1.5)
+            offset[0] = step_s  # NTP steps the wall clock
+            assert "offline" not in statuses(1.5) and d.stats["cam1"].up
+            DyingCamera.alive = False
+            assert "offline" in statuses(4.0)  # timeout 2 s
+            assert not d.stats["cam1"].up and not d.health.ready()[0]
+    finally:
+        d.request_stop()
+        runner.join(10)

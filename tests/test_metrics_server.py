@@ -190,11 +190,11 @@ def test_readyz_stale_camera_and_stalled_loop():
     h.set_model_loaded(True)
     h.set_sockets_bound(True)
     h.beat()
-    assert h.last_frame("c") is None
+    assert h.frame_age("c") is None
     t_old = time.time() - 3.0
     h.camera_frame("c", t_old)
     h.camera_frame("c", t_old - 1.0)  # an older frame arriving late does not move it back
-    assert h.last_frame("c") == t_old
+    assert h.frame_age("c") == pytest.approx(3.0, abs=0.2)
     ok, problems = h.ready()
     assert not ok and len(problems) == 1 and problems[0].startswith("camera c: no frame for 3.")
     h.add_camera("clip", timeout_s=1.0)
@@ -206,6 +206,23 @@ def test_readyz_stale_camera_and_stalled_loop():
     time.sleep(1.2)
     ok, problems = h.ready()
     assert not ok and "stalled" in problems[0] and not h.alive()
+
+
+def test_readyz_camera_freshness_ignores_wall_clock_steps(monkeypatch):
+    h = Health(stale_after=5.0)
+    h.add_camera("c", timeout_s=1.0)
+    h.set_model_loaded(True)
+    h.set_sockets_bound(True)
+    h.beat()
+    h.camera_frame("c", time.time())
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() - 3600)  # NTP stepped the clock back an hour
+    time.sleep(1.2)
+    ok, problems = h.ready()
+    assert not ok and problems[0].startswith("camera c: no frame for 1.")
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)  # and forward: a fresh frame is fresh
+    h.camera_frame("c", time.time() - 0.2)
+    assert h.ready() == (True, []) and h.frame_age("c") == pytest.approx(0.2, abs=0.1)
 
 
 # ----------------------------------------------------------------------------- /preview
