@@ -104,6 +104,7 @@ class Daemon:
         self.cameras: dict[str, CameraThread] = {}
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
         self.timeouts = {c.id: c.timeout for c in cfg.cameras}
+        self.inference_errors: dict[str, str] = {}  # camera -> why the model failed on its last frame
         self.http: HttpServer | None = None
         self.notifier = Notifier()
         self._watchdog_every = (self.notifier.watchdog_interval() or 0.0) / 2
@@ -276,8 +277,10 @@ class Daemon:
             if up != st.up:
                 st.up = up
                 reason = "frames again" if up else "the source has ended" if ended else "no frame for %.0f s" % age
-                if not up and not ended and cam.last_error:
-                    reason += f": {cam.last_error}"  # already redacted
+                failing = self.inference_errors.get(cam_id)
+                detail = cam.last_error or (f"the model fails on its frames: {failing}" if failing else None)  # already redacted
+                if not up and not ended and detail:
+                    reason += f": {detail}"
                 if ended:  # a file or folder played to its end: expected, not a fault
                     log.info("camera %s: its source has ended", cam_id)
                 else:
@@ -432,7 +435,11 @@ class Daemon:
             t0 = time.perf_counter()
             batch = np.stack([f.image for f in group])
             t1 = time.perf_counter()
-            masks = engine.run(batch)
+            try:
+                masks = engine.run(batch)
+            except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: these frames are lost, not the daemon
+                self._inference_failed(group, exc)
+                continue
             t2 = time.perf_counter()
             t_done = time.time()
             share = 1.0 / len(group)
@@ -455,7 +462,19 @@ class Daemon:
                 st.infer.append((t2 - t1) * share)
                 st.stamps.append(time.monotonic())
                 st.fg_ratio = fg
+                self.inference_errors.pop(frame.camera, None)
         return True
+
+    def _inference_failed(self, group: list[Frame], exc: Exception) -> None:
+        """Count the group's frames as dropped and log each camera's failure once (until it recovers)."""
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        for frame in group:
+            self.metrics.dropped(frame.camera, "inference")
+            if self.inference_errors.get(frame.camera) != why:
+                log.error("camera %s: the model failed on its frame (%s, dropped; counted in "
+                          "sparsecam_frames_dropped_total{reason=\"inference\"}): %s", frame.camera,
+                          f"{frame.image.shape[1]}x{frame.image.shape[0]}", why)
+                self.inference_errors[frame.camera] = why
 
     @staticmethod
     def _ended(cam: CameraThread) -> bool:

@@ -99,6 +99,11 @@ def load_session(path: Path, providers: list[str] | None = None, intra_op_thread
         raise UserError(f"model {path} must take a uint8 input named {INPUT_NAME!r}")
     if MASK_OUTPUT not in outputs:
         raise UserError(f"model {path} has no output named {MASK_OUTPUT!r}")
+    shape = inputs[INPUT_NAME].shape
+    fixed = [axis for axis, dim in zip(("batch", "height", "width"), shape) if isinstance(dim, int)]
+    if len(shape) != 4 or fixed:
+        raise UserError(f"model {path} takes frames of one fixed {' and '.join(fixed) or 'shape'} ({shape}); the daemon serves "
+                        "cameras of any size, in batches: export it with `sparsecam export` (dynamic batch and size)")
     used = session.get_providers()[0]
     if used != asked[0]:
         why = f"{asked[0]} could not be initialised (missing CUDA/cuDNN/TensorRT libraries?)"
@@ -136,15 +141,20 @@ class Engine:
         return self.info.model_version
 
     def self_test(self, runs: int = 2) -> None:
-        """Warm up on a test frame and check the output's shape and values."""
-        frame = np.full((1, self.info.height, self.info.width, 3), 128, np.uint8)
-        for _ in range(runs):
+        """Warm up on test frames and check the output's shape and type: at the model's own size, then a
+        batch of two at another size (a graph that only takes its own size would fail on the first
+        camera of another size, after a reload had already swapped it in)."""
+        h, w = self.info.height, self.info.width
+        own = np.full((1, h, w, 3), 128, np.uint8)
+        other = np.full((2, h // 2 + 1, w // 2 + 3, 3), 128, np.uint8)
+        for frames in [own] * runs + [other]:
             try:
-                mask = self.run(frame)
+                mask = self.run(frames)
             except Exception as exc:  # noqa: BLE001 - a broken graph fails here, not on the first real frame
-                raise UserError(f"model {self.path} fails on a test frame: {str(exc).splitlines()[0][:200]}") from None
-        if mask.shape != frame.shape[:3] or mask.dtype != np.uint8:
-            raise UserError(f"model {self.path} returned a mask of shape {mask.shape} {mask.dtype} for a {frame.shape[1:3]} frame")
+                raise UserError(f"model {self.path} fails on a test batch of {frames.shape[0]} {frames.shape[2]}x{frames.shape[1]} "
+                                f"frame(s): {str(exc).splitlines()[0][:200]}") from None
+            if mask.shape != frames.shape[:3] or mask.dtype != np.uint8:
+                raise UserError(f"model {self.path} returned a mask of shape {mask.shape} {mask.dtype} for frames of shape {frames.shape[:3]}")
 
     def run(self, frames: np.ndarray, with_score: bool = False, threshold: float | None = None):
         """uint8 BGR (N,H,W,3) or (H,W,3) -> mask uint8 (N,H,W) [and score float32 (N,H,W)].

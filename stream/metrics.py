@@ -26,7 +26,7 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.1
 # overrun: the capture thread replaced a frame nobody had read yet (live source, slow model);
 # read_error: a frame that could not be read or used (a failed read from a live source, an empty or
 # corrupt frame of any source); publish: ZeroMQ refused the mask (high-water mark).
-DROP_REASONS = ("overrun", "read_error", "publish")
+DROP_REASONS = ("overrun", "read_error", "inference")
 RELOAD_RESULTS = ("success", "failure")
 
 PREFIX = "sparsecam_"
@@ -34,7 +34,7 @@ PREFIX = "sparsecam_"
 _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "frames_captured": ("counter", "Frames read from the camera", ("camera",)),
     "masks_published": ("counter", "Masks handed to ZeroMQ", ("camera",)),
-    "frames_dropped": ("counter", "Frames or masks lost, by reason (overrun, read_error, publish)", ("camera", "reason")),
+    "frames_dropped": ("counter", "Frames lost before their mask was published, by reason (overrun, read_error, inference)", ("camera", "reason")),
     "camera_reconnects": ("counter", "Attempts to (re)open the camera's source, failed ones included (after a failed open, failed reads, a stall, a looping file coming back)", ("camera",)),
     "model_reloads": ("counter", "Model reloads by result (success, failure)", ("result",)),
     "publish_bytes": ("counter", "Bytes of mask messages handed to ZeroMQ", ("camera",)),
@@ -121,16 +121,16 @@ class DaemonMetrics:
         ``t_capture``: Unix time of the capture; ``stages``: seconds per stage (names from
         :data:`STAGES`, others are ignored); ``e2e``: capture-to-publish seconds;
         ``bytes_sent``: what ``MaskPublisher.publish_mask`` returned -- 0 means ZeroMQ refused
-        the mask (counted as a ``publish`` drop), None means not known (counted as published).
+        the mask (not counted as published), None means not known (counted as published). The
+        XPUB socket never refuses: past ``publish.sndhwm`` it drops a slow subscriber's masks for
+        that subscriber alone, which shows as gaps in its sequence numbers, not here.
         """
         if stages:
             for stage, seconds in stages.items():
                 child = self._stage_children.get(stage)
                 if child is not None and seconds >= 0:
                     child.observe(seconds)
-        if bytes_sent == 0:
-            self.frames_dropped.labels(camera, "publish").inc()
-        else:
+        if bytes_sent != 0:
             self.masks_published.labels(camera).inc()
             if bytes_sent:
                 self.publish_bytes.labels(camera).inc(bytes_sent)

@@ -118,7 +118,8 @@ def test_scrape_has_every_series_with_observed_values(served):
     # counters and gauges
     assert value(smp, "sparsecam_masks_published_total", camera="cam0") == len(e2es)
     assert value(smp, "sparsecam_publish_bytes_total", camera="cam0") == sum(sizes)
-    assert value(smp, "sparsecam_frames_dropped_total", camera="cam0", reason="publish") == 1
+    assert value(smp, "sparsecam_frames_dropped_total", camera="cam0", reason="inference") == 0  # refused: not published, nor dropped before
+    assert {s.labels["reason"] for s in smp["sparsecam_frames_dropped_total"]} == {"overrun", "read_error", "inference"}
     assert value(smp, "sparsecam_frames_captured_total", camera="cam1") == 15
     assert value(smp, "sparsecam_frames_dropped_total", camera="cam1", reason="overrun") == 3
     assert value(smp, "sparsecam_frames_dropped_total", camera="cam1", reason="read_error") == 1
