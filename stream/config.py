@@ -6,7 +6,9 @@ model, masks on tcp://127.0.0.1:5556.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +19,13 @@ from stream.errors import UserError
 from stream.modelinfo import BUNDLED_CAMERA, BUNDLED_MODEL
 from stream.protocol import validate_camera
 from stream.recorder import MB, RETRAIN_MIN_FRAMES, RecordPolicy
+
+log = logging.getLogger("sparsecam.config")
+
 ENV_PREFIX = "SPARSECAM_"
+# What Kubernetes puts in every pod for each Service of the namespace (a Service "sparsecam-grafana":
+# SPARSECAM_GRAFANA_SERVICE_HOST, SPARSECAM_GRAFANA_PORT_3000_TCP_ADDR, ...): not configuration.
+_SERVICE_LINK = re.compile(r"SPARSECAM(_[A-Z0-9]+)*_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)")
 
 
 def _parse_size(value: object) -> object:
@@ -206,6 +214,9 @@ def _env_overrides(data: dict) -> list[str]:
     applied = []
     for key, raw in sorted(os.environ.items()):
         if not key.startswith(ENV_PREFIX) or key == "SPARSECAM_DATA":
+            continue
+        if _SERVICE_LINK.fullmatch(key):
+            log.debug("environment variable %s is a Kubernetes service link, not configuration; ignored", key)
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         try:

@@ -184,6 +184,23 @@ def test_env_overrides_that_cannot_apply_are_one_line(tmp_path, monkeypatch, var
     assert var in str(info.value)
 
 
+def test_kubernetes_service_links_are_not_configuration(tmp_path, monkeypatch):
+    """Kubernetes puts <SERVICE>_SERVICE_HOST/_PORT... into every pod for each Service of the namespace:
+    a Service named sparsecam-grafana (or sparsecam, not headless) stopped the daemon with exit 2."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  cleanup: true\n")
+    for var, value in [("SPARSECAM_GRAFANA_SERVICE_HOST", "10.0.0.7"), ("SPARSECAM_GRAFANA_SERVICE_PORT", "3000"),
+                       ("SPARSECAM_GRAFANA_SERVICE_PORT_HTTP", "3000"), ("SPARSECAM_GRAFANA_PORT", "tcp://10.0.0.7:3000"),
+                       ("SPARSECAM_GRAFANA_PORT_3000_TCP", "tcp://10.0.0.7:3000"), ("SPARSECAM_GRAFANA_PORT_3000_TCP_ADDR", "10.0.0.7"),
+                       ("SPARSECAM_SERVICE_HOST", "10.0.0.8"), ("SPARSECAM_PORT_9108_TCP_PORT", "9108"),
+                       ("SPARSECAM_MODEL__CLEANUP", "false")]:
+        monkeypatch.setenv(var, value)
+    assert load_config(path).model.cleanup is False  # the real override still applies
+    monkeypatch.setenv("SPARSECAM_MODEL_CLEANUP", "false")  # a typo (one underscore) is still an error
+    with pytest.raises(UserError, match="model_cleanup"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("camera_id", ["..", ".", "a/b"])
 def test_camera_id_is_the_protocols_rule(tmp_path, camera_id):
     """'..' passed the config's own pattern and became recordings/.. and <model.dir>/../current.onnx."""

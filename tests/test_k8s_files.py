@@ -74,3 +74,5 @@ def test_camera_device_is_opened_by_a_privileged_container_and_a_rejected_retrai
     assert job["template"]["spec"]["restartPolicy"] == "Never"
     (rule,) = job["podFailurePolicy"]["rules"]
     assert rule["action"] == "FailJob" and sorted(rule["onExitCodes"]["values"]) == [1, 2]
+    # no service-link variables in the SPARSECAM_ namespace of the configuration
+    assert ds["enableServiceLinks"] is False and job["template"]["spec"]["enableServiceLinks"] is False
