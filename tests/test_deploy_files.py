@@ -339,7 +339,7 @@ def unit_entries(path: Path = UNIT) -> dict[str, list[tuple[str, str]]]:
 def test_unit_file_settings():
     svc = dict(unit_entries()["Service"])
     expected = {"Type": "notify", "NotifyAccess": "main", "WatchdogSec": "10", "Restart": "on-failure", "RestartSec": "2",
-                "User": "sparsecam", "Group": "sparsecam", "TimeoutStopSec": "5", "NoNewPrivileges": "yes",
+                "User": "sparsecam", "Group": "sparsecam", "TimeoutStopSec": "5", "NoNewPrivileges": "yes", "SuccessExitStatus": "130",
                 "ProtectSystem": "strict", "PrivateTmp": "yes", "ReadWritePaths": "/var/lib/sparsecam",
                 "ExecReload": "/bin/kill -HUP $MAINPID",
                 "ExecStart": "/opt/sparsecam/.venv/bin/sparsecam serve --config /etc/sparsecam/sparsecam.yaml"}
