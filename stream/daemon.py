@@ -115,6 +115,7 @@ class Daemon:
 
             self.recorders = {c.id: CameraRecorder(cfg.recording.dir, c.id, cfg.recording.policy()) for c in cfg.cameras}
         self.first_training: dict[str, subprocess.Popen | None] = {}  # None: it could not start (logged; not retried)
+        self._quota_warned: set[str] = set()  # cameras whose quota keeps fewer than min_frames (said once)
         self.retrains: dict[str, subprocess.Popen] = {}
         # a daemon started after today's slot waits for tomorrow's
         self._nightly_done = time.strftime("%Y-%m-%d") if cfg.retrain.nightly_at and nightly_due(time.localtime(), cfg.retrain.nightly_at, "") else ""
@@ -384,9 +385,14 @@ class Daemon:
             if cam_id in self.first_training:  # started once (or could not start): its exit is _report_exits'
                 continue
             rec = self.recorders[cam_id]
-            if rec.written + rec.existing < cfg.min_frames:
+            kept = rec.frames_on_disk
+            if kept < cfg.min_frames:
+                if rec.deleted and cam_id not in self._quota_warned:  # the quota deletes before min_frames are kept
+                    log.warning("camera %s: recording.quota_mb keeps only %d frames, fewer than retrain.min_frames %d: "
+                                "its first training cannot start; raise the quota or lower min_frames", cam_id, kept, cfg.min_frames)
+                    self._quota_warned.add(cam_id)
                 continue
-            proc = self._spawn_retrain(cam_id, f"{rec.written + rec.existing} frames recorded, starting its first training")
+            proc = self._spawn_retrain(cam_id, f"{kept} frames recorded, starting its first training")
             self.first_training[cam_id] = proc  # None (could not start): logged once, not retried every loop
 
     def shutdown(self) -> None:

@@ -284,6 +284,11 @@ class CameraRecorder:
     def bytes_on_disk(self) -> int:
         return self._bytes
 
+    @property
+    def frames_on_disk(self) -> int:
+        """Frames recorded and still kept (earlier runs' included, the quota's deletions not)."""
+        return len(self._files)
+
     def close(self, timeout: float = 2.0) -> None:
         """Write what is queued (up to ``timeout``), then stop."""
         self._stop.set()

@@ -156,3 +156,17 @@ def test_stopping_the_daemon_stops_its_retrain_so_that_it_saves_a_checkpoint(tmp
     assert marker.read_text() == "checkpoint saved", err[-3000:]
     assert "still saving" not in err
     assert "camera cam0: retrain stopped (exit 130: checkpoint saved, the next retrain resumes)" in err, err[-3000:]
+
+
+def test_a_quota_smaller_than_min_frames_says_so_instead_of_starting_a_doomed_training(tmp_path):
+    """The first training started once frames written (quota deletions included) reached min_frames,
+    then failed on the fewer frames kept, and was never tried again."""
+    cfg = {"cameras": [{"id": "cam0", "source": "synthetic", "fps": 30}], "model": {"dir": str(tmp_path / "models")},
+           "recording": {"enabled": True, "dir": str(tmp_path / "rec"), "every": 0.05, "quota_mb": 0.1},
+           "retrain": {"auto_first": True, "min_frames": 24, "command": "/nonexistent/retrain {camera}"}}
+    proc, _ = start_daemon(tmp_path, cfg, "--duration", "4")
+    _, err = proc.communicate(timeout=60)  # 80 frames written in its 4 s, a handful kept
+    kept = len(list((tmp_path / "rec" / "cam0").glob("*.jpg")))
+    assert proc.returncode == 0 and 0 < kept < 24, err[-3000:]
+    assert "cannot start '/nonexistent" not in err, err[-3000:]
+    assert err.count(f"recording.quota_mb keeps only") == 1 and "fewer than retrain.min_frames 24" in err, err[-3000:]
