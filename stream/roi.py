@@ -18,6 +18,7 @@ from stream.errors import UserError
 log = logging.getLogger("sparsecam.roi")
 
 ASPECT_TOLERANCE = 0.02  # a region image of another aspect ratio is stretched, with a warning
+SIZES_KEPT = 8  # resized regions kept, one per frame size seen (oldest dropped first)
 
 
 class WatchRegion:
@@ -48,6 +49,8 @@ class WatchRegion:
                             rw, rh, width, height)
             sized = self.region if (rh, rw) == key else cv2.resize(self.region.astype(np.uint8), (width, height),
                                                                    interpolation=cv2.INTER_NEAREST) > 0
+            if len(self._sized) >= SIZES_KEPT:  # a folder of images of many sizes must not grow memory without bound
+                self._sized.pop(next(iter(self._sized)))
             self._sized[key] = sized
         return self._sized[key]
 

@@ -32,6 +32,10 @@ def test_ignored_pixels_are_cleared_at_any_mask_size(tmp_path):
     assert (mask == 255).all()  # the input is left as it was
     big = region.apply(np.full((24, 32), 255, np.uint8))  # twice the size: the region is scaled with it
     assert not big[:, :8].any() and (big[:, 8:] == 255).all()
+    for k in range(1, 40):  # a folder of images of many sizes: the resized regions kept stay few, each still right
+        out = region.apply(np.full((12 * k, 16 * k), 255, np.uint8))
+        assert not out[:, :4 * k].any() and (out[:, 4 * k:] == 255).all()
+    assert len(region._sized) <= 8
 
 
 def test_another_aspect_is_stretched_with_a_warning(tmp_path, caplog):
