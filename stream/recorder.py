@@ -297,7 +297,7 @@ class CameraRecorder:
 
 def cli(argv: list[str]) -> int:
     """`sparsecam record`: capture and record footage without serving masks."""
-    from stream.capture import CameraThread
+    from stream.capture import CameraThread, stop_all
     from stream.sources import make_source
     from stream.config import load_config
 
@@ -339,8 +339,7 @@ def cli(argv: list[str]) -> int:
                     break
                 time.sleep(0.01)
     finally:
-        for cam in cams.values():
-            cam.stop()
+        stop_all(cams.values())  # 1 s for all of them, not 1 s per hung camera
         for rec in recs.values():
             rec.close()
     for cid, rec in recs.items():
