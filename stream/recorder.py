@@ -164,6 +164,11 @@ class CameraRecorder:
             self._error(exc)
             return
         self._repair_manifest()
+        for leftover in [*self.dir.glob(".*.jpg.tmp"), self.dir / (MANIFEST + ".tmp")]:  # a crash's half-written files
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError as exc:
+                self._error(exc)
         for p in files:
             size = p.stat().st_size
             self._files.append((p.name, size))

@@ -101,6 +101,7 @@ def _recorder_after_crash(tmp_path, quota_frames: float) -> tuple[CameraRecorder
     rec.close()
     man = tmp_path / "cam0" / MANIFEST
     man.write_text(man.read_text() + '{"file": "000000003.jpg", "t": 10')  # killed in the middle of an append
+    (tmp_path / "cam0" / ".000000004.jpg.tmp").write_bytes(b"\xff\xd8 half a frame")  # ... or of a frame
     return CameraRecorder(tmp_path, "cam0", policy), man
 
 
@@ -114,6 +115,7 @@ def test_a_line_cut_by_a_crash_is_removed_and_compaction_goes_on(tmp_path, caplo
     files = sorted(p.name for p in (tmp_path / "cam0").glob("*.jpg"))
     listed = [e["file"] for e in read_manifest(man)]  # strict, as `sparsecam train` reads it
     assert listed == files and len(files) == 4 and rec.deleted == 7
+    assert not list((tmp_path / "cam0").glob(".*"))  # the crash's half-written frame is gone too
 
 
 def test_a_manifest_line_that_cannot_be_written_whole_is_cut_back(tmp_path, monkeypatch):
