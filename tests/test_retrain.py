@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from stream.modelinfo import BUNDLED_MODEL
 from stream.recorder import CameraRecorder, RecordPolicy
@@ -293,3 +294,20 @@ def test_rollback_refuses_a_camera_its_config_does_not_list(tmp_path: Path) -> N
     cfg.write_text(f"cameras:\n  - id: door\n    source: synthetic\nmodel:\n  dir: {tmp_path / 'models'}\n")
     r = run("rollback", "--camera", "cam0", "--config", str(cfg))
     assert r.returncode == 2 and "'cam0' is not in" in r.stderr and "door" in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("config, words", [
+    ("cameras:\n  - {{id: cam0, source: synthetic, model: {model}}}\nmodel: {{dir: {models}}}\n", "serves its own model: "),
+    ("cameras:\n  - {{id: cam0, source: synthetic}}\n", "(there is no model.dir)"),
+    ("cameras:\n  - {{id: cam0, source: synthetic}}\nmodel: {{dir: {tmp}/elsewhere}}\n", "leave out --models"),
+])
+def test_retrain_and_rollback_refuse_a_camera_the_daemon_does_not_serve_from_the_models_folder(tmp_path: Path, config, words) -> None:
+    """A camera with its own model: path was retrained for 14 minutes and 'promoted' to models/<camera>/current.onnx,
+    a file the daemon never reads (a helper's journey)."""
+    rec, models = record(tmp_path / "rec", 5), tmp_path / "models"
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text(config.format(model=BUNDLED_MODEL, models=models, tmp=tmp_path))
+    for command in (["retrain", "--recordings", str(rec)], ["rollback"]):
+        r = run(*command, "--camera", "cam0", "--config", str(cfg), "--models", str(models))
+        assert r.returncode == 2 and words in r.stderr and "which retrain and rollback write" in r.stderr, r.stderr[-2000:]
+        assert len(r.stderr.strip().splitlines()) == 1 and not models.exists()

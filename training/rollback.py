@@ -185,7 +185,8 @@ def camera_folders(camera: str, config: Path | None, models: Path | None,
                    recordings: Path | None = None) -> tuple[Path, Path]:
     """(models, recordings) folders for ``camera``: the options given, else the daemon's YAML
     (model.dir, recording.dir; the camera must be one of its cameras), else ``models`` and
-    ``recordings``. What `sparsecam retrain` and `sparsecam rollback` both take from --config."""
+    ``recordings``. What `sparsecam retrain` and `sparsecam rollback` both take from --config; a camera
+    the daemon does not serve from ``<model.dir>/<camera>/current.onnx`` is refused."""
     if config is not None:
         from stream.config import load_config
 
@@ -193,7 +194,21 @@ def camera_folders(camera: str, config: Path | None, models: Path | None,
         known = [c.id for c in cfg.cameras]
         if camera not in known:
             raise UserError(f"camera {camera!r} is not in {config} (cameras: {', '.join(known)}); check --camera")
-        models = models or cfg.model.dir
+        cam = next(c for c in cfg.cameras if c.id == camera)
+        served = cfg.model.dir if cam.model is None else None  # the folder whose <camera>/current.onnx it serves
+        target = Path(models or served or "models") / camera / "current.onnx"
+        if cam.model is not None:
+            what, fix = f"its own model: {cam.model}", "remove that camera's model: line so that the daemon serves retrained models"
+        elif served is None:
+            what, fix = f"model.path {cfg.model.resolved_path()} (there is no model.dir)", "set model.dir so that the daemon serves retrained models"
+        elif models is not None and Path(models).resolve() != Path(served).resolve():
+            what, fix = f"{served}/{camera}/current.onnx", "leave out --models"
+        else:
+            what = fix = ""
+        if what:
+            raise UserError(f"camera {camera} in {config} serves {what}, not {target}, which retrain and rollback write: {fix} "
+                            "(or leave out --config)")
+        models = served
         recordings = recordings or cfg.recording.dir
     return Path(models or "models"), Path(recordings or "recordings")
 
