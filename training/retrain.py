@@ -396,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-current", action="store_true", help="start from the current model's weights when retrain made it")
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="previous models kept in history/ (default 5)")
     p.add_argument("--json", type=Path, help="also write the report to this file")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for training and validation (default: all cores)")
+    p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                   help="CPU threads for training and validation (default: half the cores: a retrain runs beside the "
+                        "daemon, and both slow down badly when their threads want every core; 0 = all cores)")
     p.add_argument("--train-option", type=_train_option, action="append", default=[], metavar="FIELD=VALUE",
                    help="override a training setting (a TrainConfig field, e.g. width=8); repeatable")
     p.add_argument("--rpca-tolerance", type=fraction, default=0.02, help="allowed drop of the RPCA agreement F vs the current model")
