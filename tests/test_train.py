@@ -200,6 +200,10 @@ def test_progress_in_a_log_is_not_redrawn_every_step(tmp_path):
     draws = res.stderr.count("train:")
     assert 2 <= draws <= 4, res.stderr[-2000:]  # a redraw per step would be 40+
     assert "40/40" in res.stderr and "loss=" in res.stderr  # the last draw still shows the loss terms
+    # each draw a line of its own: carriage-return redraws reached journald and `tail -f` only at the end
+    raw = subprocess.run([sys.executable, "-m", "stream.cli", "train", *TINY, "--out", str(tmp_path / "raw")], cwd=REPO,
+                         capture_output=True, timeout=120).stderr  # bytes: text mode would turn each \r into a newline
+    assert b"train:" in raw and b"\r" not in raw, raw[-2000:]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

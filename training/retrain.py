@@ -415,7 +415,7 @@ def cli(argv: list[str]) -> int:
         camera=a.camera, models=models, recordings=recordings, steps=a.steps,
         max_frames=a.max_frames, from_current=a.from_current, keep=a.keep, train_options=dict(a.train_option),
         requirements=Requirements(rpca_tolerance=a.rpca_tolerance, min_object_f=a.min_object_f),
-        progress=sys.stderr.isatty(), threads=a.threads,
+        progress=True, threads=a.threads,  # in a log (the daemon's journal) a line every 30 s
     )
     # SIGTERM (systemd stop) like Ctrl-C: training stops at a step boundary with a checkpoint saved
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -92,6 +92,22 @@ class TrainConfig:
 
 
 _LATER_FIELDS = {"lam_scale": 1.0, "output": "gated", "bg_frames": 200, "align": LEGACY_ALIGN, "exposure": LEGACY_EXPOSURE}
+
+
+class LogLines:
+    """A stream for tqdm when stderr is a log: each redraw (tqdm starts it with a carriage return)
+    becomes a line of its own, so journald, ``tail -f`` and CI show it when it is drawn."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip("\n")
+        if line.strip():
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 @dataclass
@@ -386,8 +402,9 @@ class Trainer:
         interrupted = False
         t0 = time.time()
         # In a log (no terminal) a line every 30 s, not a redraw per step.
+        tty = sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=not self.progress, dynamic_ncols=True,
-                   mininterval=0.1 if sys.stderr.isatty() else 30.0, maxinterval=10.0 if sys.stderr.isatty() else 30.0)
+                   file=sys.stderr if tty else LogLines(sys.stderr), mininterval=0.1 if tty else 30.0, maxinterval=10.0 if tty else 30.0)
         try:
             with StopRequest() as stop:
                 while self.step < total:
