@@ -106,6 +106,10 @@ def test_refuses_to_overwrite_another_run(tmp_path):
     same = cli("train", *TINY, "--out", str(out))
     assert same.returncode == 2 and "--resume" in same.stderr
     assert (out / "model.pt").stat().st_mtime_ns == before
+    # --resume of the finished run: said so, nothing rewritten (it 'trained 4 steps' again and rewrote everything)
+    done = cli("train", *TINY, "--out", str(out), "--resume")
+    assert done.returncode == 0 and "already finished its 4 steps: nothing to do" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert (out / "model.pt").stat().st_mtime_ns == before
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path):

@@ -496,6 +496,11 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any] | None:
     """Train (or resume) a run; returns the summary, or None when interrupted."""
     tr = Trainer(cfg, out, resume=resume, progress=progress)
+    summary_path = Path(out) / "summary.json"
+    if resume and tr.step >= cfg.steps + cfg.prox_steps and summary_path.is_file() and (Path(out) / "model.pt").is_file():
+        if not tr.dist.main:
+            return {"rank": tr.dist.rank, "steps": tr.step}
+        return {**json.loads(summary_path.read_text()), "already_finished": True}  # nothing rewritten
     if not tr.run():
         return None
     if not tr.dist.main:  # rank 0 writes the run; the others are done
@@ -590,6 +595,10 @@ def cli(argv: list[str]) -> int:
         print(f"interrupted: checkpoint saved in {args.out / 'checkpoint.pt'}; continue with --resume")
         return 130
     if "rank" in summary:
+        return 0
+    if summary.get("already_finished"):
+        print(f"{args.out} already finished its {summary['steps']} steps: nothing to do, model.pt unchanged "
+              "(a larger --steps trains on from there; another --out starts a new run)")
         return 0
     print(f"trained {summary['steps']} steps in {summary['train_seconds']:.1f} s on {summary['device']}; "
           f"threshold {summary['threshold']:.4f}; model {args.out / 'model.pt'}")
