@@ -104,6 +104,7 @@ class Daemon:
         self.cameras: dict[str, CameraThread] = {}
         self.stats: dict[str, CameraStats] = {c.id: CameraStats() for c in cfg.cameras}
         self.timeouts = {c.id: c.timeout for c in cfg.cameras}
+        self._stopped_by = ""  # the signal that asked the daemon to stop, for the log
         self.inference_errors: dict[str, str] = {}  # camera -> why the model failed on its last frame
         self.http: HttpServer | None = None
         self.notifier = Notifier()
@@ -202,7 +203,9 @@ class Daemon:
         self.notifier.status(f"model reload {result}: {detail[:200]}")
 
     # -- lifecycle ---------------------------------------------------------------------
-    def request_stop(self, *_: object) -> None:
+    def request_stop(self, signum: int | None = None, *_: object) -> None:
+        if signum is not None and not self.stop_event.is_set():
+            self._stopped_by = signal.Signals(signum).name
         self.stop_event.set()
 
     def request_reload(self, *_: object) -> None:
@@ -398,6 +401,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Subscribers hear ``offline`` first; then the threads get one shared deadline (systemd
         kills the daemon TimeoutStopSec=5 after SIGTERM)."""
+        log.info("stopping%s", f" ({self._stopped_by})" if self._stopped_by else "")
         self.notifier.stopping()
         for reloader in self.reloaders:
             reloader.stop(wait=0)
@@ -411,6 +415,7 @@ class Daemon:
         self._wait_retrains(children, deadline)
         if self.http is not None:
             self.http.stop()
+        log.info("stopped")
 
     # -- the pipeline ------------------------------------------------------------------
     def _gather(self) -> list[Frame]:

@@ -52,6 +52,8 @@ def test_synthetic_camera_masks_arrive_in_order(tmp_path):
     finally:
         code, err = stop(proc)
     assert code == 0, err[-2000:]
+    # a stop leaves its trace in the log (it left none: only the subscribers' 'offline' said so)
+    assert "INFO sparsecam.daemon: stopping (SIGTERM)" in err and err.rstrip().endswith("INFO sparsecam.daemon: stopped"), err[-2000:]
 
 
 def test_file_source_no_gaps_bit_exact_and_iou(tmp_path, synthetic_folder):
