@@ -388,3 +388,10 @@ def test_cli_calibration_mistakes_are_said_before_the_export(run_dir: Path, tmp_
     proc = _run_cli(str(run_dir / "model.pt"), "--out", str(tmp_path / "m.onnx"), *args)
     assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_report_says_the_synthetic_f_checks_the_export_not_the_model(fp32: tuple[Path, dict]) -> None:
+    """A real camera's model printed 'F on the synthetic scene: 0.1272' with no word that this is expected."""
+    text = onnx_export.format_report(fp32[1])
+    assert fp32[1]["checked"] and "F on the synthetic scene (checks the export, not the model" in text
+    assert f"{fp32[1]['f_onnx']:.4f}" in text
