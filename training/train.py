@@ -532,7 +532,7 @@ def parse_fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(footage=[])
     p = argparse.ArgumentParser(prog="sparsecam train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("footage", nargs="+", help="video files, image folders, CDnet folders, recordings, or 'synthetic[:frames=N,seed=S]'")
+    p.add_argument("footage", nargs="+", help=f"video files, image folders, CDnet folders, recordings, or '{SPEC_HELP}'")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, plots, summary.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--size", type=size_wxh, help="model resolution WxH (default: 160 wide, the footage's aspect; the width rounds to a multiple of 2**depth; a side under 2**depth is refused)")
