@@ -8,6 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from stream.cli import COMMANDS
 from tests.daemon_helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,3 +33,10 @@ def test_sigterm_unwinds_a_command_like_ctrl_c():
             proc.kill()
     assert proc.returncode == 130, (proc.returncode, err)
     assert "sparsecam subscribe: interrupted" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_working_help(command: str) -> None:
+    """A NameError in train's option help went unseen by every other test (they pass options, not --help)."""
+    res = subprocess.run([sys.executable, "-m", "stream.cli", command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and f"sparsecam {command}" in res.stdout and not res.stderr, res.stderr[-2000:]

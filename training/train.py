@@ -30,6 +30,7 @@ from stream.argtypes import size_wxh
 from stream.errors import UserError
 from stream.files import write_json
 from stream.maskclean import CleanUp, clean_masks
+from stream.synthetic import SPEC_HELP
 from training.align import aligned_backgrounds, aligned_median, max_radius, normalised_frames
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.data import Footage, load_footage, spread_stride, window_batch
