@@ -211,6 +211,18 @@ def test_error_unreadable_video_and_image(tmp_path: Path, frames8: np.ndarray) -
         load_footage([folder], progress=False)
 
 
+def test_a_text_file_or_a_single_image_is_not_mistaken_for_footage(tmp_path: Path, frames8: np.ndarray) -> None:
+    """FFmpeg read README.txt as a 7-frame video ('gave 7 frames ... lower the stride'); one image said 'gave 1 frames'."""
+    notes = tmp_path / "README.txt"
+    notes.write_text("A clip of a motorway.\n" * 200)
+    with pytest.raises(UserError, match=r"README.txt is a \.txt file, not footage"):
+        load_footage([notes], progress=False)
+    image = _write_folder(tmp_path / "imgs", frames8[:1]) / "000001.png"
+    assert image.is_file()
+    with pytest.raises(UserError, match="a single image is one frame; pass the folder of images"):
+        load_footage([image], progress=False, min_frames=4)
+
+
 def test_error_empty_folder(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

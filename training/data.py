@@ -25,6 +25,9 @@ from stream.synthetic import is_synthetic_spec
 
 log = logging.getLogger(__name__)
 
+# Files people pass by mistake; FFmpeg would read a text file as a video (its tty demuxer).
+NOT_FOOTAGE = frozenset({".txt", ".md", ".rst", ".json", ".jsonl", ".yaml", ".yml", ".csv", ".log", ".py", ".sh",
+                         ".pt", ".pth", ".onnx", ".zip", ".tar", ".gz", ".pdf", ".html"})
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".ts", ".3gp")
 
 
@@ -292,7 +295,9 @@ def load_footage(
             raise UserError(f"{label}: no frames{what}; check the path and the frame range")
 
     if len(frames) < min_frames:
-        raise UserError(f"{', '.join(map(str, paths))} gave {len(frames)} frames but at least {min_frames} are needed; "
+        single = [str(p) for p in paths if Path(str(p)).suffix.lower() in IMAGE_EXTS and Path(str(p)).is_file()]
+        hint = f" ({', '.join(single)}: a single image is one frame; pass the folder of images, or a video)" if single else ""
+        raise UserError(f"{', '.join(map(str, paths))} gave {len(frames)} frames but at least {min_frames} are needed{hint}; "
                         f"add footage or lower the stride")
     out = _stack(frames)
     timestamps = np.asarray(stamps, np.float64) if all_stamped and len(stamps) == len(out) else None
@@ -315,6 +320,8 @@ def _items_of(text: str, gray: bool, sel: _Selector, stamps: list[float]) -> tup
         return _folder_items(p / "input" if (p / "input").is_dir() else p, gray), str(p), False
     if p.suffix.lower() in IMAGE_EXTS:
         return iter([(1, str(p), lambda p=p: _imread(p, gray))]), str(p), False
+    if p.suffix.lower() in NOT_FOOTAGE:  # FFmpeg plays a text file as a video of its characters
+        raise UserError(f"{p} is a {p.suffix} file, not footage; pass video files, image folders, CDnet folders or recordings")
     return _video_items(p, gray, sel), str(p), False
 
 
