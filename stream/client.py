@@ -43,7 +43,6 @@ from stream.protocol import (
     StatusMessage,
     decode,
     mask_topic,
-    status_topic,
     validate_endpoint,
 )
 
@@ -94,8 +93,9 @@ class MaskSubscriber:
         cams = None if cameras is None else list(cameras)
         try:
             topics = [MASK_PREFIX] if cams is None else [mask_topic(c) for c in cams]
-            # statuses always: an `offline` ends its camera's numbering even when the caller does not want them
-            topics += [STATUS_PREFIX] if cams is None else [status_topic(c) for c in cams]
+            # Every camera's statuses, always: an `offline` ends its camera's numbering even when the caller does
+            # not want statuses, and the heartbeats say which cameras the daemon has (``cameras_seen``).
+            topics += [STATUS_PREFIX]
         except ProtocolError as exc:
             raise UserError(str(exc)) from None
         self.endpoints = endpoints
@@ -103,6 +103,7 @@ class MaskSubscriber:
         self.max_age = max_age if max_age is not None and max_age > 0 else None
         self.include_status = include_status
         self.stats = SubscriberStats()
+        self.cameras_seen: set[str] = set()  # every camera a status (a heartbeat at least) came from
         self._last: dict[str, tuple[int, float]] = {}  # camera -> (seq, t_capture) of its newest mask
         self._renumbered: set[str] = set()  # cameras that went offline: their next mask starts a new numbering
         self._own_context = context is None
@@ -160,6 +161,9 @@ class MaskSubscriber:
             log.debug("rejected message: %s", exc)
             return None
         if isinstance(msg, StatusMessage):
+            self.cameras_seen.add(msg.camera)
+            if self.cameras is not None and msg.camera not in self.cameras:
+                return None  # another camera's: only noted in cameras_seen
             self.stats.status += 1
             if not msg.online:  # the publisher stopped or lost the camera: its next run numbers from 0 again
                 self._renumbered.add(msg.camera)
@@ -293,6 +297,20 @@ def _save(msg: MaskMessage, root: Path) -> Path:
     return path
 
 
+QUIET_HINT_S = 10.0  # without --timeout: after this long with no mask, say what may be wrong (once)
+
+
+def _who_is_there(sub: MaskSubscriber, wanted: list[str] | None) -> str:
+    """What the heartbeats heard tell about a subscription that gets no mask."""
+    seen = sorted(sub.cameras_seen)
+    if not seen:
+        return "no status either: is the daemon running, and is the endpoint (and CurveZMQ key) right?"
+    missing = sorted(set(wanted or []) - set(seen))
+    if missing:
+        return f"no camera {', '.join(missing)} there: the daemon publishes {', '.join(seen)}; check --camera"
+    return f"the daemon is there (cameras {', '.join(seen)}) but sends no mask: are its cameras down? (--status shows why)"
+
+
 def cli(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.count is not None and args.count < 1:
@@ -303,7 +321,7 @@ def cli(argv: list[str]) -> int:
     endpoints = args.endpoint or [DEFAULT_ENDPOINT]
     if args.save is not None and args.save.exists() and not args.save.is_dir():
         raise UserError(f"--save {args.save} exists and is not a folder")
-    got = 0
+    got, hinted = 0, False
     with MaskSubscriber(endpoints, cameras=args.camera, max_age=args.max_age, include_status=args.status,
                         curve_client_key=args.client_key, curve_server_key=args.server_key) as sub:
         print(f"subscribed to {', '.join(endpoints)} (cameras: {', '.join(args.camera) if args.camera else 'all'})", file=sys.stderr, flush=True)
@@ -315,12 +333,17 @@ def cli(argv: list[str]) -> int:
 
         try:
             while args.count is None or got < args.count:
-                msg = sub.recv(timeout)
+                msg = sub.recv(timeout if timeout is not None else (QUIET_HINT_S if not hinted else None))
+                if msg is None and timeout is None:  # waiting for ever: say once why nothing comes, then go on
+                    print(f"sparsecam subscribe: no mask yet after {QUIET_HINT_S:g} s; {_who_is_there(sub, args.camera)}; "
+                          "still waiting (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                    hinted = True
+                    continue
                 if msg is None:
                     print(
                         f"sparsecam subscribe: no mask for {timeout:g} s from {', '.join(endpoints)} "
                         f"(received {got}, rejected {sub.stats.rejected}, stale {sub.stats.stale}); "
-                        "is the daemon running and the endpoint/camera right?",
+                        f"{_who_is_there(sub, args.camera)}",
                         file=sys.stderr,
                     )
                     return 1

@@ -22,6 +22,7 @@ from stream.client import MaskSubscriber
 from stream.errors import UserError
 from stream.protocol import ENCODINGS, MaskMessage, StatusMessage, encode_mask
 from stream.publisher import MaskPublisher
+from tests.daemon_helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 ANY_TCP = "tcp://127.0.0.1:*"
@@ -322,13 +323,14 @@ def _run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
 def publishing(cameras: tuple[str, ...] = ("cam0",)) -> Iterator[MaskPublisher]:
     """A publisher sending a mask of each camera every 20 ms from a thread, until the block ends."""
     stop = threading.Event()
-    with MaskPublisher([ANY_TCP]) as pub:
+    with MaskPublisher([ANY_TCP], heartbeat_interval=0.5) as pub:
 
         def publish() -> None:
             i = 0
             while not stop.is_set():
                 for cam in cameras:
                     pub.publish_mask(cam, i, _mask(i), time.time(), time.time(), "m1")
+                pub.maybe_heartbeat(cameras)  # as the daemon does: who is there
                 i += 1
                 time.sleep(0.02)
 
@@ -339,6 +341,24 @@ def publishing(cameras: tuple[str, ...] = ("cam0",)) -> Iterator[MaskPublisher]:
         finally:
             stop.set()
             th.join()
+
+
+def test_cli_says_which_cameras_there_are_when_the_one_asked_for_is_not(tmp_path: Path) -> None:
+    """A misspelt --camera waited 10 s and asked 'is the daemon running and the endpoint/camera right?';
+    without --count it waited for ever without a word."""
+    with publishing(("cam0", "cam10")) as pub:
+        res = _run_cli("--endpoint", pub.endpoints[0], "--camera", "cam1", "--count", "3", "--timeout", "2")
+        assert res.returncode == 1 and "no camera cam1 there: the daemon publishes cam0, cam10; check --camera" in res.stderr, res.stderr
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "subscribe", "--endpoint", pub.endpoints[0], "--camera", "cam1"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = [proc.stderr.readline() for _ in range(2)]  # 'subscribed to ...', then the hint after 10 s
+        finally:
+            proc.kill()
+            proc.communicate()
+    assert "no mask yet after 10 s; no camera cam1 there" in lines[1] and "still waiting" in lines[1], lines
+    nobody = _run_cli("--endpoint", f"tcp://127.0.0.1:{free_port()}", "--count", "1", "--timeout", "1")
+    assert nobody.returncode == 1 and "no status either: is the daemon running" in nobody.stderr, nobody.stderr
 
 
 def test_cli_prints_count_masks_and_exits_0(tmp_path: Path) -> None:
