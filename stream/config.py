@@ -293,7 +293,11 @@ def cli(argv: list[str]) -> int:
     if found:
         raise UserError(f"{args.file}: valid, but `sparsecam serve` would refuse it:\n" + "\n".join(f"  {p}" for p in found))
 
-    cams = ", ".join(f"{c.id} ({redact(c.source)})" for c in cfg.cameras)
+    def served(cam: CameraConfig) -> str:
+        path, bootstraps = cfg.camera_model(cam)
+        return f"{path} (MOG2 until it exists)" if bootstraps else str(path)
+
+    cams = ", ".join(f"{c.id} ({redact(c.source)}, model {served(c)})" for c in cfg.cameras)
     retrain = [k for k, on in (("auto_first", cfg.retrain.auto_first), (f"nightly at {cfg.retrain.nightly_at}", cfg.retrain.nightly_at)) if on]
     print(f"{args.file}: ok — cameras: {cams}; publish: {', '.join(cfg.publish.endpoints)}; metrics: "
           f"{cfg.metrics.bind if cfg.metrics.enabled else 'off'}; CurveZMQ: {'on' if cfg.security.curve else 'off'}; "

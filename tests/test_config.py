@@ -15,6 +15,7 @@ import yaml
 from stream.config import load_config
 from stream.engine import GPU_PROVIDERS
 from stream.errors import UserError
+from stream.modelinfo import BUNDLED_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,6 +65,12 @@ def test_check_config_cli(tmp_path):
     retrain.write_text("model: {dir: models}\nrecording: {enabled: true, dir: rec}\nretrain: {auto_first: true, nightly_at: '03:00'}\n")
     res = cli("check-config", "--config", str(retrain))
     assert res.returncode == 0 and "models: models; recording: rec; retrain: auto_first, nightly at 03:00" in res.stdout, res.stdout + res.stderr
+    assert "cam0 (synthetic:size=160x120, model models/cam0/current.onnx (MOG2 until it exists))" in res.stdout, res.stdout
+    # each camera's own model is named: one with a model: path is not the one retrain writes
+    retrain.write_text(f"cameras:\n  - {{id: door, source: synthetic, model: {BUNDLED_MODEL}}}\n  - {{id: gate, source: synthetic}}\n"
+                       "model: {dir: models}\n")
+    res = cli("check-config", str(retrain))
+    assert f"door (synthetic, model {BUNDLED_MODEL})" in res.stdout and "gate (synthetic, model models/gate/current.onnx" in res.stdout, res.stdout
     res = cli("check-config", str(good), "--config", str(retrain))
     assert res.returncode == 2 and "give the configuration file once" in res.stderr
     assert "retrain: off" in cli("check-config", str(good)).stdout
