@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 import stream
+from stream.argtypes import Parser
 from stream.errors import UserError
 from stream.modelinfo import INPUT_NAME, MASK_OUTPUT, MODEL_FORMAT, SCORE_MODEL_OUTPUT, SCORE_OUTPUT, ModelInfo
 from training.checkpoint import load_finished
@@ -431,7 +432,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="sparsecam export", description=__doc__,
+    p = Parser(prog="sparsecam export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="model.pt of a finished training run")
     p.add_argument("--out", help="ONNX file to write (default: the checkpoint with .onnx); an earlier export there is replaced")

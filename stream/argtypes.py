@@ -1,11 +1,20 @@
-"""argparse types: a NaN, an infinity, a value out of range or a malformed size is a usage error (exit 2)."""
+"""argparse for the sparsecam commands: one-line usage errors, and types for which a NaN, an infinity, a value
+out of range or a malformed size is a usage error (exit 2)."""
 
 from __future__ import annotations
 
 import argparse
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage error is one line (exit 2), as every other user mistake is, not the
+    whole usage block before it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def bounded(low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False,

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 
 import zmq
 
-from stream.argtypes import bounded, seconds
+from stream.argtypes import Parser, bounded, seconds
 from stream.errors import UserError
 from stream.files import write_atomic
 from stream.protocol import (
@@ -253,7 +253,7 @@ class MaskSubscriber:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="sparsecam subscribe",
         description="Print (or save as PNG) the masks a sparsecam daemon publishes.",
     )

@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stream.argtypes import Parser
 from stream.errors import UserError
 from stream.modelinfo import BUNDLED_CAMERA, BUNDLED_MODEL
 from stream.protocol import validate_camera
@@ -275,9 +276,7 @@ def load_config(path: Path | None = None, use_env: bool = True) -> DaemonConfig:
 
 def cli(argv: list[str]) -> int:
     """`sparsecam check-config FILE`: validate a configuration, print every error with its field path."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="sparsecam check-config", description=cli.__doc__)
+    p = Parser(prog="sparsecam check-config", description=cli.__doc__)
     p.add_argument("file", type=Path, nargs="?")
     p.add_argument("--config", type=Path, help="the same FILE, spelt as `sparsecam serve` takes it")
     p.add_argument("--no-env", action="store_true", help="ignore SPARSECAM_* environment overrides")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.argtypes import seconds
+from stream.argtypes import Parser, seconds
 from stream.capture import CameraThread, Frame, stop_all
 from stream.config import DaemonConfig, load_config
 from stream.errors import UserError
@@ -507,7 +507,7 @@ class Daemon:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sparsecam serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="sparsecam serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="YAML configuration (default: synthetic camera, bundled model)")
     p.add_argument("--duration", type=seconds, help="stop after this many seconds (> 0; default: run until stopped)")
     p.add_argument("--model", type=Path, help="override model.path")

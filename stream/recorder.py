@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stream.argtypes import seconds
+from stream.argtypes import Parser, seconds
 from stream.errors import UserError
 
 log = logging.getLogger("sparsecam.recorder")
@@ -306,7 +306,7 @@ def cli(argv: list[str]) -> int:
     from stream.sources import make_source
     from stream.config import load_config
 
-    p = argparse.ArgumentParser(prog="sparsecam record", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="sparsecam record", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="the daemon's YAML (cameras and recording sections)")
     p.add_argument("--dir", type=Path, help="override recording.dir")
     p.add_argument("--every", type=seconds, help="override recording.every (seconds, > 0)")

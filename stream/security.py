@@ -8,7 +8,6 @@ pairs in zmq.auth's certificate format (``NAME.key`` public, ``NAME.key_secret``
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from stream.argtypes import Parser
 from stream.errors import UserError
 
 log = logging.getLogger("sparsecam.security")
@@ -102,7 +102,7 @@ def apply_client(sock: zmq.Socket, client_secret_file: Path, server_public_file:
 
 
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="sparsecam keygen", description="Create a CurveZMQ key pair (zmq.auth certificate files).")
+    p = Parser(prog="sparsecam keygen", description="Create a CurveZMQ key pair (zmq.auth certificate files).")
     p.add_argument("dir", type=Path, help="folder for the key files")
     p.add_argument("--name", default="server", help="file name stem (e.g. server, or a subscriber's name)")
     args = p.parse_args(argv)

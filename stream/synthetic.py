@@ -12,7 +12,6 @@ Used by the daemon (``--source synthetic``), the tests, the README demo and
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.argtypes import bounded
+from stream.argtypes import Parser, bounded
 from stream.errors import UserError
 
 _NOISE_BANK = 4  # pre-drawn Gaussian fields; each frame sums two random windows of them
@@ -446,7 +445,7 @@ def parse_synthetic_spec(spec: str, size: tuple[int, int] | None = None) -> Synt
 
 def cli(argv: list[str]) -> int:
     """`sparsecam synth`: write the synthetic scene to a CDnet-layout folder."""
-    p = argparse.ArgumentParser(prog="sparsecam synth", description=cli.__doc__)
+    p = Parser(prog="sparsecam synth", description=cli.__doc__)
     p.add_argument("--out", required=True, type=Path, help="folder to create (must be absent or empty)")
     p.add_argument("--frames", type=int, default=300, help="number of frames (default 300)")
     p.add_argument("--size", default="320x240", help="WIDTHxHEIGHT (default 320x240)")

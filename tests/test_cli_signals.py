@@ -40,3 +40,13 @@ def test_every_command_has_working_help(command: str) -> None:
     """A NameError in train's option help went unseen by every other test (they pass options, not --help)."""
     res = subprocess.run([sys.executable, "-m", "stream.cli", command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and f"sparsecam {command}" in res.stdout and not res.stderr, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv", [["train", "x", "--size", "320"], ["export"], ["export", "m.pt", "--precision", "int4"],
+                                  ["subscribe", "--count", "x"], ["serve", "--bogus"]])
+def test_a_bad_option_is_one_line(argv: list[str]) -> None:
+    """argparse printed its whole usage block (17 lines for train) before the one line that mattered."""
+    res = subprocess.run([sys.executable, "-m", "stream.cli", *argv], cwd=REPO, capture_output=True, text=True, timeout=60)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"sparsecam {argv[0]}: error: ") and lines[0].endswith(f"(see sparsecam {argv[0]} --help)")

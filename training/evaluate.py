@@ -7,7 +7,6 @@ reported: it uses the ground truth, so it is an upper bound only, never a settin
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
@@ -18,7 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from stream.argtypes import bounded, json_target
+from stream.argtypes import Parser, bounded, json_target
 from stream.errors import UserError
 from stream.files import write_atomic
 from training.baselines import CLASSIC_METHODS, run_classic_timed
@@ -223,7 +222,7 @@ def plot_panel(title: str, scores_by_method: dict[str, dict], curve: dict | None
 
 
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="sparsecam eval", description=__doc__.splitlines()[0])
+    p = Parser(prog="sparsecam eval", description=__doc__.splitlines()[0])
     p.add_argument("--set", required=True, type=Path, metavar="DIR", help="CDnet-style folder (input/, groundtruth/)")
     p.add_argument("--method", required=True, metavar="M",
                    help=f"{', '.join(CLASSIC_METHODS)}, or a model file (.pt checkpoint or .onnx)")

@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from stream.argtypes import fraction
+from stream.argtypes import Parser, fraction
 from stream.errors import UserError
 from stream.files import write_json
 from stream.recorder import MANIFEST, RETRAIN_MIN_FRAMES, RETRAIN_MIN_HOLDOUT, RETRAIN_MIN_TRAIN, read_manifest
@@ -386,7 +386,7 @@ def _train_option(text: str) -> tuple[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sparsecam retrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="sparsecam retrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--camera", required=True, help="camera id (as in the daemon's config)")
     p.add_argument("--models", type=Path, help="models folder: <models>/<camera>/current.onnx (default: model.dir of --config, else models/)")
     p.add_argument("--recordings", type=Path, help="recordings folder (default: recording.dir of --config, else recordings/)")

@@ -12,7 +12,6 @@ the swap, so a crash at any point leaves a complete ``current.onnx``. No torch h
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import fcntl
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from stream.argtypes import Parser
 from stream.errors import UserError
 from stream.files import fsync_dir
 from stream.protocol import ProtocolError, validate_camera
@@ -214,7 +214,7 @@ def camera_folders(camera: str, config: Path | None, models: Path | None,
 
 
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="sparsecam rollback", description="Restore a camera's previous model (the newest in "
+    p = Parser(prog="sparsecam rollback", description="Restore a camera's previous model (the newest in "
                                 "<models>/<camera>/history/) as current.onnx, atomically; the replaced model is kept in "
                                 "history marked -rolledback, so the next rollback goes one model further back.")
     p.add_argument("--camera", required=True, help="camera id (as in the daemon's config)")

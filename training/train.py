@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stream.argtypes import size_wxh
+from stream.argtypes import Parser, size_wxh
 from stream.errors import UserError
 from stream.files import write_json
 from stream.maskclean import CleanUp, clean_masks
@@ -532,7 +532,7 @@ def parse_fraction(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(footage=[])
-    p = argparse.ArgumentParser(prog="sparsecam train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="sparsecam train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("footage", nargs="+", help=f"video files, image folders, CDnet folders, recordings, or '{SPEC_HELP}'")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, plots, summary.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
