@@ -103,7 +103,7 @@ class MaskSubscriber:
         self.max_age = max_age if max_age is not None and max_age > 0 else None
         self.include_status = include_status
         self.stats = SubscriberStats()
-        self.cameras_seen: set[str] = set()  # every camera a status (a heartbeat at least) came from
+        self.cameras_seen: dict[str, str] = {}  # camera -> the state of its last status (heartbeats: cameras that are up)
         self._last: dict[str, tuple[int, float]] = {}  # camera -> (seq, t_capture) of its newest mask
         self._renumbered: set[str] = set()  # cameras that went offline: their next mask starts a new numbering
         self._own_context = context is None
@@ -161,7 +161,7 @@ class MaskSubscriber:
             log.debug("rejected message: %s", exc)
             return None
         if isinstance(msg, StatusMessage):
-            self.cameras_seen.add(msg.camera)
+            self.cameras_seen[msg.camera] = msg.state
             if self.cameras is not None and msg.camera not in self.cameras:
                 return None  # another camera's: only noted in cameras_seen
             self.stats.status += 1
@@ -301,14 +301,17 @@ QUIET_HINT_S = 10.0  # without --timeout: after this long with no mask, say what
 
 
 def _who_is_there(sub: MaskSubscriber, wanted: list[str] | None) -> str:
-    """What the heartbeats heard tell about a subscription that gets no mask."""
-    seen = sorted(sub.cameras_seen)
-    if not seen:
-        return "no status either: is the daemon running, and is the endpoint (and CurveZMQ key) right?"
-    missing = sorted(set(wanted or []) - set(seen))
+    """What the statuses heard tell about a subscription that gets no mask (a daemon sends heartbeats for
+    the cameras that are up, and one 'offline' when a camera goes down)."""
+    heard = ", ".join(f"{c} ({state})" for c, state in sorted(sub.cameras_seen.items()))
+    if not heard:
+        return ("no status from any camera either: is the daemon running, is the endpoint (and CurveZMQ key) right, "
+                "or are all its cameras down?")
+    missing = sorted(set(wanted or []) - set(sub.cameras_seen))
     if missing:
-        return f"no camera {', '.join(missing)} there: the daemon publishes {', '.join(seen)}; check --camera"
-    return f"the daemon is there (cameras {', '.join(seen)}) but sends no mask: are its cameras down? (--status shows why)"
+        return (f"no status from camera {', '.join(missing)}: not one of this daemon's cameras (check --camera), or down "
+                f"since before this subscription; heard from {heard}")
+    return f"heard from {heard}, but no mask: a camera that is offline says why with --status"
 
 
 def cli(argv: list[str]) -> int:

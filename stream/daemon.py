@@ -391,8 +391,9 @@ class Daemon:
             kept = rec.frames_on_disk
             if kept < cfg.min_frames:
                 if rec.deleted and cam_id not in self._quota_warned:  # the quota deletes before min_frames are kept
-                    log.warning("camera %s: recording.quota_mb keeps only %d frames, fewer than retrain.min_frames %d: "
-                                "its first training cannot start; raise the quota or lower min_frames", cam_id, kept, cfg.min_frames)
+                    log.warning("camera %s: recording.quota_mb deleted frames with only %d kept, fewer than retrain.min_frames %d: "
+                                "its first training waits until the quota keeps that many; raise the quota or lower min_frames",
+                                cam_id, kept, cfg.min_frames)
                     self._quota_warned.add(cam_id)
                 continue
             proc = self._spawn_retrain(cam_id, f"{kept} frames recorded, starting its first training")

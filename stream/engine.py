@@ -147,7 +147,8 @@ class Engine:
         h, w = self.info.height, self.info.width
         own = np.full((1, h, w, 3), 128, np.uint8)
         other = np.full((2, h // 2 + 1, w // 2 + 3, 3), 128, np.uint8)
-        for frames in [own] * runs + [other]:
+        # TensorRT builds an engine per input shape: the other size would cost one more build at each (re)load.
+        for frames in [own] * runs + ([other] if self.provider != "TensorrtExecutionProvider" else []):
             try:
                 mask = self.run(frames)
             except Exception as exc:  # noqa: BLE001 - a broken graph fails here, not on the first real frame

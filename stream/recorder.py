@@ -181,15 +181,20 @@ class CameraRecorder:
                 self._seq = len(files)
 
     def _repair_manifest(self) -> None:
-        """Cut a last line a crash left half-written (no newline), so the next entry starts a line."""
+        """End the manifest with a newline, so the next entry starts a line: a last line a crash left
+        half-written is cut; a whole one (written by hand, say) only gets its newline."""
         path = self.dir / MANIFEST
         try:
             with open(path, "rb+") as fh:
                 data = fh.read()
                 if data and not data.endswith(b"\n"):
-                    fh.truncate(data.rfind(b"\n") + 1)
-                    log.warning("camera %s: %s ended in a half-written line (a crash while recording); removed it",
-                                self.camera, path)
+                    start = data.rfind(b"\n") + 1
+                    if _listed_file(data[start:].decode(errors="replace")) is not None:
+                        fh.write(b"\n")
+                    else:
+                        fh.truncate(start)
+                        log.warning("camera %s: %s ended in a half-written line (a crash while recording); removed it",
+                                    self.camera, path)
         except FileNotFoundError:
             pass
         except OSError as exc:

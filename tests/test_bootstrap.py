@@ -169,4 +169,4 @@ def test_a_quota_smaller_than_min_frames_says_so_instead_of_starting_a_doomed_tr
     kept = len(list((tmp_path / "rec" / "cam0").glob("*.jpg")))
     assert proc.returncode == 0 and 0 < kept < 24, err[-3000:]
     assert "cannot start '/nonexistent" not in err, err[-3000:]
-    assert err.count(f"recording.quota_mb keeps only") == 1 and "fewer than retrain.min_frames 24" in err, err[-3000:]
+    assert err.count("recording.quota_mb deleted frames with only") == 1 and "fewer than retrain.min_frames 24" in err, err[-3000:]

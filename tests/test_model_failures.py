@@ -113,7 +113,9 @@ def test_a_model_failing_while_serving_costs_frames_not_the_daemon(caplog):
             failing.set()
             states(0.3)
             masks, seen = states(2.5)
-            assert masks == 0 and ("offline", "no frame for 1 s: the model fails on its frames: CUDA failure 2: out of memory") in seen
+            down = [reason for state, reason in seen if state == "offline"]
+            assert masks == 0 and len(down) == 1 and down[0].startswith("no frame for "), seen
+            assert down[0].endswith(" s: the model fails on its frames: CUDA failure 2: out of memory"), seen
             failing.clear()
             masks, seen = states(2.0)
             assert masks > 5 and ("online", "frames again") in seen

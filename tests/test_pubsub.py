@@ -348,17 +348,21 @@ def test_cli_says_which_cameras_there_are_when_the_one_asked_for_is_not(tmp_path
     without --count it waited for ever without a word."""
     with publishing(("cam0", "cam10")) as pub:
         res = _run_cli("--endpoint", pub.endpoints[0], "--camera", "cam1", "--count", "3", "--timeout", "2")
-        assert res.returncode == 1 and "no camera cam1 there: the daemon publishes cam0, cam10; check --camera" in res.stderr, res.stderr
+        assert res.returncode == 1 and "no status from camera cam1: not one of this daemon's cameras (check --camera)" in res.stderr
+        assert "heard from cam0 (online), cam10 (online)" in res.stderr, res.stderr
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "subscribe", "--endpoint", pub.endpoints[0], "--camera", "cam1"],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            lines = [proc.stderr.readline() for _ in range(2)]  # 'subscribed to ...', then the hint after 10 s
+        try:  # 'subscribed to ...', then the hint after 10 s; a reader thread, so that a regression fails, not hangs
+            lines: list[str] = []
+            reader = threading.Thread(target=lambda: lines.extend(proc.stderr.readline() for _ in range(2)), daemon=True)
+            reader.start()
+            reader.join(40)
         finally:
             proc.kill()
             proc.communicate()
-    assert "no mask yet after 10 s; no camera cam1 there" in lines[1] and "still waiting" in lines[1], lines
+    assert len(lines) == 2 and "no mask yet after 10 s; no status from camera cam1" in lines[1] and "still waiting" in lines[1], lines
     nobody = _run_cli("--endpoint", f"tcp://127.0.0.1:{free_port()}", "--count", "1", "--timeout", "1")
-    assert nobody.returncode == 1 and "no status either: is the daemon running" in nobody.stderr, nobody.stderr
+    assert nobody.returncode == 1 and "no status from any camera either: is the daemon running" in nobody.stderr, nobody.stderr
 
 
 def test_cli_prints_count_masks_and_exits_0(tmp_path: Path) -> None:

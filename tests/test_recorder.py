@@ -118,19 +118,36 @@ def test_a_line_cut_by_a_crash_is_removed_and_compaction_goes_on(tmp_path, caplo
     assert not list((tmp_path / "cam0").glob(".*"))  # the crash's half-written frame is gone too
 
 
+def test_a_whole_last_line_without_its_newline_is_kept(tmp_path):
+    rec = CameraRecorder(tmp_path, "cam0", RecordPolicy(every=1))
+    rec.offer(frame(0), 1000.0)
+    rec.close()
+    man = tmp_path / "cam0" / MANIFEST
+    man.write_text(man.read_text().rstrip("\n"))  # edited by hand, say: whole, but no newline at the end
+    rec = CameraRecorder(tmp_path, "cam0", RecordPolicy(every=1))
+    rec.offer(frame(1), 1001.0)
+    rec.close()
+    assert [e["t"] for e in read_manifest(man)] == [1000.0, 1001.0]
+
+
 def test_a_manifest_line_that_cannot_be_written_whole_is_cut_back(tmp_path, monkeypatch):
     """Disk full in the middle of an append left half a line, glued to the next entry."""
     import os
 
     import stream.recorder as recorder
 
+    def settled(done: int) -> None:  # the writer thread has handled ``done`` frames
+        t_end = time.monotonic() + 30
+        while rec.written + rec.errors < done and time.monotonic() < t_end:
+            time.sleep(0.01)
+
     rec = CameraRecorder(tmp_path, "cam0", RecordPolicy(every=1))
     rec.offer(frame(0), 1000.0)
-    time.sleep(0.3)
+    settled(1)
     real_write = os.write
     monkeypatch.setattr(recorder.os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))  # a short write
     rec.offer(frame(1), 1001.0)
-    time.sleep(0.3)
+    settled(2)
     monkeypatch.setattr(recorder.os, "write", real_write)
     rec.offer(frame(2), 1002.0)
     rec.close()

@@ -313,6 +313,16 @@ def test_retrain_and_rollback_refuse_a_camera_the_daemon_does_not_serve_from_the
         assert len(r.stderr.strip().splitlines()) == 1 and not models.exists()
 
 
+def test_a_camera_whose_own_model_is_its_current_onnx_is_not_refused(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    (models / "cam0").mkdir(parents=True)
+    shutil.copy(BUNDLED_MODEL, models / "cam0" / "current.onnx")
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text(f"cameras:\n  - {{id: cam0, source: synthetic, model: {models / 'cam0' / 'current.onnx'}}}\nmodel: {{dir: {models}}}\n")
+    r = run("rollback", "--camera", "cam0", "--config", str(cfg))
+    assert r.returncode == 2 and "nothing to roll back to" in r.stderr and "which retrain and rollback write" not in r.stderr, r.stderr
+
+
 def test_retrain_leaves_the_daemon_cores_by_default() -> None:
     """With every core (the old default) a retrain beside the daemon took 84.5 s for 30 steps on 2 cores, 13.1 s with one."""
     from training.retrain import build_parser

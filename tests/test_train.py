@@ -110,6 +110,10 @@ def test_refuses_to_overwrite_another_run(tmp_path):
     done = cli("train", *TINY, "--out", str(out), "--resume")
     assert done.returncode == 0 and "already finished its 4 steps: nothing to do" in done.stdout, done.stdout + done.stderr[-2000:]
     assert (out / "model.pt").stat().st_mtime_ns == before
+    # ... but a changed post-processing option is applied, as before
+    redo = cli("train", *TINY, "--out", str(out), "--resume", "--threshold", "0.3")
+    assert redo.returncode == 0 and "nothing to do" not in redo.stdout, redo.stdout + redo.stderr[-2000:]
+    assert load_checkpoint(out / "model.pt")["threshold"] == pytest.approx(0.3)
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path):

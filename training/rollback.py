@@ -195,20 +195,16 @@ def camera_folders(camera: str, config: Path | None, models: Path | None,
         if camera not in known:
             raise UserError(f"camera {camera!r} is not in {config} (cameras: {', '.join(known)}); check --camera")
         cam = next(c for c in cfg.cameras if c.id == camera)
-        served = cfg.model.dir if cam.model is None else None  # the folder whose <camera>/current.onnx it serves
-        target = Path(models or served or "models") / camera / "current.onnx"
-        if cam.model is not None:
-            what, fix = f"its own model: {cam.model}", "remove that camera's model: line so that the daemon serves retrained models"
-        elif served is None:
-            what, fix = f"model.path {cfg.model.resolved_path()} (there is no model.dir)", "set model.dir so that the daemon serves retrained models"
-        elif models is not None and Path(models).resolve() != Path(served).resolve():
-            what, fix = f"{served}/{camera}/current.onnx", "leave out --models"
-        else:
-            what = fix = ""
-        if what:
+        models = models or cfg.model.dir
+        target = Path(models or "models") / camera / "current.onnx"
+        served = cam.model if cam.model is not None else cfg.model.dir / camera / "current.onnx" if cfg.model.dir is not None else None
+        if served is None or served.resolve() != target.resolve():
+            fix = ("remove that camera's model: line" if cam.model is not None else "set model.dir" if cfg.model.dir is None
+                   else "leave out --models")
+            what = f"its own model: {cam.model}" if cam.model is not None else \
+                f"model.path {cfg.model.resolved_path()} (there is no model.dir)" if cfg.model.dir is None else str(served)
             raise UserError(f"camera {camera} in {config} serves {what}, not {target}, which retrain and rollback write: {fix} "
-                            "(or leave out --config)")
-        models = served
+                            "so that the daemon serves retrained models (or leave out --config)")
         recordings = recordings or cfg.recording.dir
     return Path(models or "models"), Path(recordings or "recordings")
 

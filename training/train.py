@@ -84,7 +84,7 @@ class TrainConfig:
 
     def identity(self) -> str:
         """Hash of the settings that make two runs different (not steps, device, schedule or post-processing)."""
-        post = ("steps", "prox_steps", "checkpoint_every", "device", "threshold", "score_filter", "fill_holes", "min_object")
+        post = ("steps", "prox_steps", "checkpoint_every", "device", *POST_PROCESSING)
         keys = {k: v for k, v in self.__dict__.items() if k not in post}
         for k, default in _LATER_FIELDS.items():  # fields added later hash as before while at their default
             if keys.get(k) == default:
@@ -494,14 +494,25 @@ def finish_run(tr: Trainer) -> dict[str, Any]:
     return summary
 
 
+POST_PROCESSING = ("threshold", "score_filter", "fill_holes", "min_object")  # a resumed finished run redoes these when changed
+
+
+def _finished_summary(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The summary of the finished run in ``out`` when ``cfg`` asks for nothing it has not done, else None."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        same = all(summary["config"][k] == getattr(cfg, k) for k in POST_PROCESSING)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return summary if same and (out / "model.pt").is_file() else None
+
+
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any] | None:
     """Train (or resume) a run; returns the summary, or None when interrupted."""
     tr = Trainer(cfg, out, resume=resume, progress=progress)
-    summary_path = Path(out) / "summary.json"
-    if resume and tr.step >= cfg.steps + cfg.prox_steps and summary_path.is_file() and (Path(out) / "model.pt").is_file():
-        if not tr.dist.main:
-            return {"rank": tr.dist.rank, "steps": tr.step}
-        return {**json.loads(summary_path.read_text()), "already_finished": True}  # nothing rewritten
+    done = _finished_summary(Path(out), cfg) if resume and tr.step >= cfg.steps + cfg.prox_steps else None
+    if done is not None:  # nothing to train and nothing to redo: nothing is rewritten
+        return {"rank": tr.dist.rank, "steps": tr.step} if not tr.dist.main else {**done, "already_finished": True}
     if not tr.run():
         return None
     if not tr.dist.main:  # rank 0 writes the run; the others are done
