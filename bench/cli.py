@@ -4,6 +4,8 @@
   exit code 2, as the ``sparsecam`` commands do (never a traceback for a user's mistake).
 * ``--json`` targets are checked by ``stream.argtypes.json_target`` (an argparse type), before
   minutes of measuring.
+* :func:`train_run` trains one run; Ctrl-C or SIGTERM (the trainer saves a checkpoint and stops)
+  ends the script as an interrupt, exit 130, not a traceback on the missing summary.
 * :func:`replace_run` clears a run folder a benchmark trains into, but only an earlier sparsecam
   run (``run.json`` in it): anything else there, and any ``--out`` that holds or lies in the data
   folder, is refused (:func:`check_runs` says so before the first training).
@@ -14,7 +16,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, NoReturn
+from typing import Any, Callable, Iterable, NoReturn
 
 from stream.errors import UserError
 
@@ -29,6 +31,16 @@ def run(main: Callable[[], int]) -> NoReturn:
         print("interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+def train_run(cfg: Any, out: Path) -> dict[str, Any]:
+    """``training.train.train`` with a progress line every 30 s in a log; an interrupt stops the script."""
+    from training.train import train
+
+    summary = train(cfg, out, progress=True)
+    if summary is None:  # interrupted at a step boundary, checkpoint saved
+        raise KeyboardInterrupt
+    return summary
 
 
 def check_out(out: Path, data: Path) -> None:

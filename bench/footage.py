@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_runs, replace_run, run  # noqa: E402
+from bench.cli import check_runs, replace_run, run, train_run  # noqa: E402
 from stream.files import write_json  # noqa: E402
 from stream.argtypes import integer, json_target  # noqa: E402
 from stream.errors import UserError  # noqa: E402
@@ -44,10 +44,10 @@ def clips_in(folder: Path) -> list[Path]:
 
 def train_clip(clip: Path, out: Path, steps: int | None) -> dict[str, Any]:
     """The default recipe on the whole clip (seed 0); returns the run's summary."""
-    from training.train import TrainConfig, train
+    from training.train import TrainConfig
 
     cfg = TrainConfig(footage=[str(clip)], **({"steps": steps} if steps is not None else {}))
-    return train(cfg, out, progress=True)  # in a log: a line every 30 s
+    return train_run(cfg, out)
 
 
 def masks_of(clip: Path, model: Path) -> tuple[np.ndarray, np.ndarray, float]:

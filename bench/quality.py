@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cli import check_runs, replace_run, run  # noqa: E402
+from bench.cli import check_runs, replace_run, run, train_run  # noqa: E402
 from stream.files import write_json  # noqa: E402
 from stream.argtypes import integer, json_target  # noqa: E402
 from stream.errors import UserError  # noqa: E402
@@ -55,7 +55,7 @@ def run_dir(out: Path, name: str, seed: int = 0) -> Path:
 
 
 def train_model(name: str, root: Path, out: Path, steps: int | None, input_mode: str | None = None, seed: int = 0) -> tuple[Path, dict]:
-    from training.train import TrainConfig, train
+    from training.train import TrainConfig
 
     frames, _ = TRAIN_FRAMES.get(name, (None, ""))
     overrides = {"steps": steps} if steps is not None else {}
@@ -65,7 +65,7 @@ def train_model(name: str, root: Path, out: Path, steps: int | None, input_mode:
     run = run_dir(out, name, seed)
     replace_run(run)
     t0 = time.time()
-    summary = train(cfg, run, progress=True)  # in a log: a line every 30 s
+    summary = train_run(cfg, run)
     summary["wall_seconds"] = round(time.time() - t0, 1)
     return run / "model.pt", summary
 

@@ -82,3 +82,15 @@ def test_quality_refuses_a_foreign_folder_of_a_later_seed_before_training(tmp_pa
     assert res.returncode == 2 and "a-seed1 exists and is not a sparsecam training run" in res.stderr, res.stderr[-2000:]
     assert "== a" not in res.stderr  # nothing trained
     assert (out / "a-seed1" / "mine.txt").read_text() == "keep"
+
+
+def test_an_interrupted_training_ends_the_script_as_an_interrupt(monkeypatch, capsys):
+    """Ctrl-C during bench/quality.py's training ended in "TypeError: 'NoneType' object does not support item
+    assignment": the trainer returns None when it stops at a step boundary."""
+    import training.train
+    from bench.cli import run, train_run
+
+    monkeypatch.setattr(training.train, "train", lambda cfg, out, progress=True: None)
+    with pytest.raises(SystemExit) as stopped:
+        run(lambda: bool(train_run(object(), Path("unused"))))
+    assert stopped.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
