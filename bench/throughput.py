@@ -26,6 +26,7 @@ from stream.files import write_json  # noqa: E402
 from stream.argtypes import integer, json_target, seconds, size_wxh  # noqa: E402
 from stream.modelinfo import BUNDLED_MODEL  # noqa: E402
 from stream.engine import Engine  # noqa: E402
+from stream.errors import UserError  # noqa: E402
 from stream.modelinfo import INPUT_NAME, MASK_OUTPUT  # noqa: E402
 from stream.synthetic import SceneConfig, SyntheticScene  # noqa: E402
 
@@ -73,8 +74,10 @@ def main() -> int:
     results = []
     for model in args.model:
         engine = Engine(model, providers=args.providers)
-        print(f"{model.name}: {engine.info.precision} (model {engine.info.width}x{engine.info.height}) on {engine.provider}, frames {w}x{h}"
-              + (f" (fallback: {engine.choice.fallback_reason})" if engine.choice.fallback_reason else ""), flush=True)
+        if args.providers and engine.choice.fallback_reason:  # figures for another provider than asked: refuse, not mislead
+            raise UserError(f"--providers {' '.join(args.providers)}: {engine.choice.fallback_reason}; onnxruntime runs "
+                            f"{model.name} on {engine.provider} here (leave out --providers to measure that)")
+        print(f"{model.name}: {engine.info.precision} (model {engine.info.width}x{engine.info.height}) on {engine.provider}, frames {w}x{h}", flush=True)
         for b in args.batches:
             frames = np.ascontiguousarray(pool[:b])
             plain = bench_run(engine, frames, args.seconds)

@@ -58,6 +58,7 @@ def test_json_target(tmp_path):
 @pytest.mark.parametrize("script, args, words", [
     ("quality.py", ["--set", "nope", "--no-classic"], "is not a labeled set"),
     ("throughput.py", ["--model", "/nonexistent/m.onnx", "--seconds", "0.1"], "does not exist"),
+    ("throughput.py", ["--providers", "NoSuchExecutionProvider", "--seconds", "0.1"], "onnxruntime runs default.onnx on CPUExecutionProvider"),
     ("exposure.py", ["--model", "/nonexistent/m.pt", "--set", "x"], None),
 ])
 def test_bench_scripts_say_one_line_and_exit_2(tmp_path, script, args, words):
