@@ -47,8 +47,9 @@ def test_evaluate_mog2_on_synthetic(synth, tmp_path):
     img = cv2.imread(str(pngs[-1]))
     assert img.shape == (120, 320, 3)
     assert np.array_equal(img[:, :160], open_labeled_set(synth).read_frame(int(pngs[-1].stem)))
-    again = ev.evaluate(synth, "mog2", overlays=tmp_path / "ov")  # earlier overlays are replaced
-    assert again["metrics"] == res["metrics"]
+    (tmp_path / "ov" / "999999.png").write_bytes(pngs[0].read_bytes())  # an overlay of another set or method
+    again = ev.evaluate(synth, "mog2", overlays=tmp_path / "ov")  # earlier overlays are replaced, all of them
+    assert again["metrics"] == res["metrics"] and sorted((tmp_path / "ov").glob("*.png")) == pngs
     (tmp_path / "ov" / "holiday.jpg").write_bytes(b"someone else's file")
     with pytest.raises(UserError, match="holds other files \\(holiday.jpg\\)"):
         ev.evaluate(synth, "mog2", overlays=tmp_path / "ov")

@@ -84,8 +84,10 @@ class _Overlays:
                                 "give an empty or new folder (earlier overlays there are replaced)")
             try:
                 out.mkdir(parents=True, exist_ok=True)
+                for earlier in out.iterdir():  # every earlier overlay, not only the frames this run writes again
+                    earlier.unlink()
             except OSError as exc:
-                raise UserError(f"cannot create overlay folder {out}: {exc.strerror}") from exc
+                raise UserError(f"cannot prepare overlay folder {out}: {exc.strerror}") from exc
 
     def maybe_write(self, i: int, frame: np.ndarray, pred: np.ndarray, gt: np.ndarray, roi: np.ndarray | None) -> None:
         if i not in self.wanted:
