@@ -8,6 +8,7 @@ reported: it uses the ground truth, so it is an upper bound only, never a settin
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from stream.errors import UserError
 from stream.files import write_atomic
 from training.baselines import CLASSIC_METHODS, run_classic_timed
 from training.metrics import Confusion, ThresholdSweep, confusion, scores
+
+log = logging.getLogger("sparsecam.eval")
 
 __all__ = ["evaluate", "cli", "format_table", "MODEL_SUFFIXES", "BATCH", "MAX_OVERLAYS", "ORACLE_LABEL", "overlay_image", "plot_panel"]
 
@@ -110,6 +113,15 @@ def _eval_classic(ls: Any, method: str, overlays: _Overlays) -> tuple[Confusion,
     return total, run.ms_per_frame, {"frames_processed": run.frames_processed}
 
 
+def _warn_if_another_camera(model_size: tuple[int, int], width: int, height: int, set_name: str) -> None:
+    """A model learns one camera's scene: frames of another shape are most likely another camera's."""
+    mw, mh = model_size
+    if abs((mw / mh) / (width / height) - 1) > 0.02:
+        log.warning("the model was trained on %dx%d frames (aspect %.2f) and %s's are %dx%d (%.2f): a model of another "
+                    "camera scores low on it; train on this set's own frames (without its scored ones) to evaluate the method",
+                    mw, mh, mw / mh, set_name, width, height, width / height)
+
+
 def _eval_model(ls: Any, model: Path, overlays: _Overlays, threshold: float | None,
                 transform: Callable[[np.ndarray], np.ndarray] | None) -> tuple[Confusion, float, dict]:
     from training.predict import load_predictor
@@ -121,10 +133,12 @@ def _eval_model(ls: Any, model: Path, overlays: _Overlays, threshold: float | No
     spent = 0.0
     idx = list(ls.eval_indices)
     batches = [idx[s:s + BATCH] for s in range(0, len(idx), BATCH)]
-    for batch in tqdm(batches, desc=f"eval {ls.name}", unit="batch", disable=None):
+    for n, batch in enumerate(tqdm(batches, desc=f"eval {ls.name}", unit="batch", disable=None)):
         frames = np.stack([ls.read_frame(i) for i in batch])
         if transform is not None:
             frames = transform(frames)
+        if n == 0:
+            _warn_if_another_camera(predictor.size, frames.shape[2], frames.shape[1], ls.name)
         t0 = time.perf_counter()
         score, mask = predictor.predict(frames, threshold)  # another threshold: its mask cleaned up alike
         spent += time.perf_counter() - t0

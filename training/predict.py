@@ -14,6 +14,7 @@ from stream.maskclean import clean_masks
 class Predictor(Protocol):
     threshold: float
     name: str
+    size: tuple[int, int]  # (width, height) the model was trained at
 
     def predict(self, frames: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N,H,W,3) BGR -> (score float32 (N,H,W), mask bool (N,H,W)), the mask cleaned up as
@@ -34,6 +35,7 @@ class TorchPredictor:
         self._torch = torch
         self.module = FramesToMask(model, self.threshold)
         self.cleanup = model.cfg.cleanup()
+        self.size = (int(model.cfg.width_px), int(model.cfg.height))
 
     def predict(self, frames: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
@@ -53,6 +55,7 @@ class OnnxPredictor:
         self.engine = Engine(path)
         self.threshold = self.engine.info.threshold
         self.name = str(path)
+        self.size = (int(self.engine.info.width), int(self.engine.info.height))
 
     def predict(self, frames: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         mask, score = self.engine.run(frames, with_score=True, threshold=threshold)
