@@ -131,7 +131,7 @@ def main() -> int:
     check_runs(args.out, args.data, [run_dir(args.out, name, seed) for name in sets for seed in range(args.seeds)])
     classic = [] if args.no_classic else CLASSIC + (["subsense", "pawcs"] if pybgs_available() else [])
     if not args.no_classic and not pybgs_available():
-        print("note: pybgs is not importable, so subsense and pawcs are skipped (pip install pybgs; needs libopencv-dev, cmake)", file=sys.stderr)
+        print("note: pybgs is not importable, so subsense and pawcs are skipped (pip install '.[bgs]'; building it needs libopencv-dev and cmake)", file=sys.stderr)
     results: dict[str, dict] = {}
     for name in sets:
         root = args.data / name

@@ -66,7 +66,7 @@ def _pybgs_subtractor(method: str) -> Callable[[np.ndarray], np.ndarray]:
         import pybgs  # type: ignore[import-not-found]
     except ImportError as exc:
         raise UserError(
-            f"method {method!r} needs pybgs, which is not installed (pip install pybgs); "
+            f"method {method!r} needs pybgs, which is not installed (pip install '.[bgs]' from the repository, or pip install pybgs); "
             "use mog2, knn, mog2-median or rpca"
         ) from exc
     algo = pybgs.SuBSENSE() if method == "subsense" else pybgs.PAWCS()
