@@ -548,8 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, model.pt, plots, summary.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--size", type=size_wxh, help="model resolution WxH (default: 160 wide, the footage's aspect; the width rounds to a multiple of 2**depth; a side under 2**depth is refused)")
-    p.add_argument("--gray", action="store_true", help="train on gray frames instead of colour (costs quality: a helper's 300-step gray model scored F 0.773 "
-                        "on waving trees, colour 0.982: objects that differ from the background only in colour are lost)")
+    p.add_argument("--gray", action="store_true", help="train on gray frames instead of colour (costs quality: trained as bench/quality.py does, gray "
+                        "scored F 0.773 on waving trees, colour 0.982: objects that differ from the background only in colour are lost)")
     p.add_argument("--frames", type=parse_range, dest="frame_range", help="use only frames A-B (1-based, inclusive)")
     p.add_argument("--max-frames", type=int, default=d.max_frames,
                    help=f"at most this many training frames (default {d.max_frames}), spread over all of the footage: "
