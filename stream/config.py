@@ -24,6 +24,7 @@ from stream.recorder import MB, RETRAIN_MIN_FRAMES, RecordPolicy
 log = logging.getLogger("sparsecam.config")
 
 ENV_PREFIX = "SPARSECAM_"
+CURRENT_MODEL = "current.onnx"  # a camera's own model: <model.dir>/<camera>/current.onnx, what retrain writes
 # What Kubernetes puts in every pod for each Service of the namespace (a Service "sparsecam-grafana":
 # SPARSECAM_GRAFANA_SERVICE_HOST, SPARSECAM_GRAFANA_PORT_3000_TCP_ADDR, ...): not configuration.
 _SERVICE_LINK = re.compile(r"SPARSECAM(_[A-Z0-9]+)*_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)")
@@ -93,6 +94,10 @@ class ModelSection(_Strict):
 
     def resolved_path(self) -> Path:
         return self.path if self.path is not None else BUNDLED_MODEL
+
+    def camera_file(self, camera: str) -> Path | None:
+        """``<dir>/<camera>/current.onnx``, the camera's own model (what retrain writes); None without ``dir``."""
+        return None if self.dir is None else self.dir / camera / CURRENT_MODEL
 
     def dir_problem(self) -> str | None:
         """Why ``dir`` cannot hold per-camera models (it is a file), else None; a missing one is created by retrain."""
@@ -169,8 +174,8 @@ class DaemonConfig(_Strict):
         """(model path of this camera, whether it bootstraps now: MOG2 masks until that file appears)."""
         if cam.model is not None:
             return cam.model, False
-        if self.model.dir is not None:
-            path = self.model.dir / cam.id / "current.onnx"
+        path = self.model.camera_file(cam.id)
+        if path is not None:
             if path.exists() or self.model.bootstrap:
                 return path, self.model.bootstrap and not path.exists()
         return self.model.resolved_path(), False

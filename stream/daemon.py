@@ -372,7 +372,7 @@ class Daemon:
         self._nightly_done = time.strftime("%Y-%m-%d", now)
         for cam_id in self.cameras:
             running = self.retrains.get(cam_id)
-            own = self.cfg.model.dir / cam_id / "current.onnx" if self.cfg.model.dir is not None else None
+            own = self.cfg.model.camera_file(cam_id)
             if own is None or self.model_paths.get(cam_id) != own or not own.is_file():
                 continue
             if cam_id in self.bootstrapping or (running is not None and running.poll() is None):

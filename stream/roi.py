@@ -21,6 +21,11 @@ ASPECT_TOLERANCE = 0.02  # a region image of another aspect ratio is stretched, 
 SIZES_KEPT = 8  # resized regions kept, one per frame size seen (oldest dropped first)
 
 
+def aspect_differs(width: int, height: int, other_width: int, other_height: int) -> bool:
+    """Do two frame sizes differ in aspect ratio by more than ASPECT_TOLERANCE (not just in scale)?"""
+    return abs((width / height) / (other_width / other_height) - 1) > ASPECT_TOLERANCE
+
+
 class WatchRegion:
     """A camera's region image, resized (nearest) to the size of its masks on first use of each size."""
 
@@ -44,7 +49,7 @@ class WatchRegion:
         key = (height, width)
         if key not in self._sized:
             rh, rw = self.region.shape
-            if abs((rw / rh) / (width / height) - 1) > ASPECT_TOLERANCE:
+            if aspect_differs(rw, rh, width, height):
                 log.warning("camera %s: roi %s is %dx%d but the masks are %dx%d; stretched to fit", self.camera, self.path,
                             rw, rh, width, height)
             sized = self.region if (rh, rw) == key else cv2.resize(self.region.astype(np.uint8), (width, height),

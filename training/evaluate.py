@@ -21,6 +21,7 @@ from tqdm import tqdm
 from stream.argtypes import Parser, bounded, json_target
 from stream.errors import UserError
 from stream.files import write_atomic
+from stream.roi import aspect_differs
 from training.baselines import CLASSIC_METHODS, run_classic_timed
 from training.metrics import Confusion, ThresholdSweep, confusion, scores
 
@@ -116,7 +117,7 @@ def _eval_classic(ls: Any, method: str, overlays: _Overlays) -> tuple[Confusion,
 def _warn_if_another_camera(model_size: tuple[int, int], width: int, height: int, set_name: str) -> None:
     """A model learns one camera's scene: frames of another shape are most likely another camera's."""
     mw, mh = model_size
-    if abs((mw / mh) / (width / height) - 1) > 0.02:
+    if aspect_differs(mw, mh, width, height):
         log.warning("the model was trained on %dx%d frames (aspect %.2f) and %s's are %dx%d (%.2f): a model of another "
                     "camera scores low on it; train on this set's own frames (without its scored ones) to evaluate the method",
                     mw, mh, mw / mh, set_name, width, height, width / height)

@@ -25,13 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from stream.argtypes import Parser
+from stream.config import CURRENT_MODEL, load_config
 from stream.errors import UserError
 from stream.files import fsync_dir
 from stream.protocol import ProtocolError, validate_camera
 
 log = logging.getLogger("sparsecam.rollback")
 
-CURRENT = "current.onnx"
+CURRENT = CURRENT_MODEL
 TMP = ".current.onnx.tmp"
 HISTORY = "history"
 ROLLED_BACK = "-rolledback"
@@ -188,16 +189,14 @@ def camera_folders(camera: str, config: Path | None, models: Path | None,
     ``recordings``. What `sparsecam retrain` and `sparsecam rollback` both take from --config; a camera
     the daemon does not serve from ``<model.dir>/<camera>/current.onnx`` is refused."""
     if config is not None:
-        from stream.config import load_config
-
         cfg = load_config(config)
         known = [c.id for c in cfg.cameras]
         if camera not in known:
             raise UserError(f"camera {camera!r} is not in {config} (cameras: {', '.join(known)}); check --camera")
         cam = next(c for c in cfg.cameras if c.id == camera)
         models = models or cfg.model.dir
-        target = Path(models or "models") / camera / "current.onnx"
-        served = cam.model if cam.model is not None else cfg.model.dir / camera / "current.onnx" if cfg.model.dir is not None else None
+        target = Path(models or "models") / camera / CURRENT
+        served = cam.model if cam.model is not None else cfg.model.camera_file(camera)
         if served is None or served.resolve() != target.resolve():
             fix = ("remove that camera's model: line" if cam.model is not None else "set model.dir" if cfg.model.dir is None
                    else "leave out --models")
